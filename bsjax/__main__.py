@@ -1,0 +1,3 @@
+from bsjax.cli import main
+
+raise SystemExit(main())
