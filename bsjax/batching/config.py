@@ -1,0 +1,153 @@
+"""The ``batch`` config section: defaults, validation, and the resolved BatchPlan."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ml_collections
+
+from bsjax.batching.buckets import enumerate_buckets
+from bsjax.batching.controller import OFF_BUCKET_MODES, ScheduledPolicy
+from bsjax.batching.coupling import Coupling, DecayRule
+from bsjax.batching.errors import BatchConfigError
+from bsjax.batching.plan import BatchPlan
+from bsjax.batching.schedules import schedule_from_config
+
+
+def default_batch_config() -> ml_collections.ConfigDict:
+    """Defaults of the ``batch`` section (token counts are strings: "2M", "1.5B").
+
+    - schedule: "constant" | "table" | "ramp" | "doubling".
+    - batch_size: global batch in sequences; the constant size and the start of
+      ramp / doubling (a table gives its own start).
+    - table: "0:64 2M:128" (token key : batch size).
+    - ramp_increment, ramp_tokens, ramp_end: ramp from batch_size to ramp_end.
+    - doubling_tokens: "1M 4M", token counts at which the batch doubles.
+    - micro_batch_per_device: most sequences one device holds per micro-step.
+    - max_accum_steps: most micro-steps per optimizer step (0: no limit).
+    - lr_scaling: "none" | "sqrt" | "linear", relative to base_batch_size.
+    - base_batch_size: batch at which the optimizer's LR/beta2/tau hold (0: the first).
+    - beta2_rule / tau_rule: "fixed" | "table" | "half_life" | "table:<85M|151M|302M|604M|1.2B>".
+    - beta2_table / tau_table: "64:0.999 1024:0.95" or a paper Table 4 preset name.
+    - off_bucket: what to do when a policy asks for a size without a bucket:
+      "round" (down, with a warning) | "error".
+    """
+    cfg = ml_collections.ConfigDict()
+    cfg.schedule = "constant"
+    cfg.batch_size = 64
+    cfg.table = ""
+    cfg.ramp_increment = 0
+    cfg.ramp_tokens = "0"
+    cfg.ramp_end = 0
+    cfg.doubling_tokens = ""
+    cfg.micro_batch_per_device = 16
+    cfg.max_accum_steps = 0
+    cfg.lr_scaling = "none"
+    cfg.base_batch_size = 0
+    cfg.beta2_rule = "fixed"
+    cfg.beta2_table = ""
+    cfg.tau_rule = "fixed"
+    cfg.tau_table = ""
+    cfg.off_bucket = "round"
+    return cfg
+
+
+KNOWN_KEYS = frozenset(default_batch_config().keys())
+
+
+def _positive_int(value: Any, name: str, *, allow_zero: bool = False) -> list[str]:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        return [f"{name} must be an int >= {low}, got {value!r}"]
+    return []
+
+
+def _decay_coverage(rule: DecayRule, sizes: list[int]) -> list[str]:
+    if rule.rule != "table":
+        return []
+    smallest = min(rule.table)
+    below = [B for B in sizes if B < smallest]
+    if not below:
+        return []
+    return [f"{rule.name}_table: no entry at or below batch size {below[0]} that the schedule "
+            f"reaches (smallest entry is {smallest}); add an entry like '{below[0]}:VALUE'"]
+
+
+def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int,
+                          *, base_b2: float | None = None,
+                          base_ewa_tau: float | None = None) -> list[str]:
+    """Every problem in the batch section, one message each; [] when it is usable.
+
+    Checks: unknown keys, the schedule (kind, sizes > 0, table starts at 0 and
+    is sorted, ramp/doubling arguments), that every size the schedule can reach
+    fits a shape bucket on ``data_shards`` devices, the coupling rules and
+    tables (beta2/tau in [0, 1), tables covering the schedule's sizes), and
+    off_bucket. Pass the optimizer's ``base_b2`` / ``base_ewa_tau`` to check
+    them too (a ``half_life`` rule without them is not reported here).
+    """
+    problems: list[str] = []
+    unknown = sorted(set(batch_cfg.keys()) - KNOWN_KEYS)
+    for key in unknown:
+        problems.append(f"batch.{key}: unknown key; known keys: {', '.join(sorted(KNOWN_KEYS))}")
+    problems += _positive_int(ctx_len, "ctx_len")
+    problems += _positive_int(data_shards, "data_shards")
+    micro = batch_cfg.get("micro_batch_per_device", 16)
+    max_accum = batch_cfg.get("max_accum_steps", 0)
+    bucket_problems = (_positive_int(micro, "micro_batch_per_device")
+                       + _positive_int(max_accum, "max_accum_steps", allow_zero=True))
+    problems += bucket_problems
+
+    schedule = None
+    try:
+        schedule = schedule_from_config(batch_cfg)
+    except BatchConfigError as err:
+        problems += err.problems
+    if schedule is not None and not bucket_problems and not _positive_int(data_shards, "d"):
+        try:
+            enumerate_buckets(schedule.sizes(), data_shards, micro, max_accum or None)
+        except BatchConfigError as err:
+            problems += err.problems
+
+    try:
+        coupling = Coupling.from_config(
+            batch_cfg, base_b2=base_b2, base_ewa_tau=base_ewa_tau, check_bases=False,
+            first_batch_size=None if schedule is None else schedule.batch_size_at(0))
+    except BatchConfigError as err:
+        # A broken schedule already reported itself; do not repeat it.
+        problems += [p for p in err.problems if p not in problems]
+    else:
+        if schedule is not None:
+            problems += _decay_coverage(coupling.beta2, schedule.sizes())
+            problems += _decay_coverage(coupling.tau, schedule.sizes())
+
+    off_bucket = batch_cfg.get("off_bucket", "round")
+    if off_bucket not in OFF_BUCKET_MODES:
+        problems.append(f"off_bucket: unknown mode {off_bucket!r}; expected one of "
+                        f"{', '.join(OFF_BUCKET_MODES)}")
+    return problems
+
+
+def plan_from_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int,
+                     *, base_b2: float | None = None,
+                     base_ewa_tau: float | None = None) -> BatchPlan:
+    """Validate the batch section and resolve it into a ``BatchPlan``.
+
+    ``base_b2`` / ``base_ewa_tau`` are the optimizer's beta2 and EWA tau at the
+    base batch size; ``half_life`` rules need them and ``fixed`` returns them.
+
+    Raises:
+      BatchConfigError listing every problem, before anything is compiled.
+    """
+    problems = validate_batch_config(batch_cfg, ctx_len, data_shards,
+                                     base_b2=base_b2, base_ewa_tau=base_ewa_tau)
+    if problems:
+        raise BatchConfigError(problems)
+    schedule = schedule_from_config(batch_cfg)
+    policy = ScheduledPolicy(schedule)
+    buckets = enumerate_buckets(policy.candidate_sizes(), data_shards,
+                                batch_cfg.get("micro_batch_per_device", 16),
+                                batch_cfg.get("max_accum_steps", 0) or None)
+    coupling = Coupling.from_config(batch_cfg, base_b2=base_b2, base_ewa_tau=base_ewa_tau,
+                                    first_batch_size=schedule.batch_size_at(0))
+    return BatchPlan(schedule=schedule, policy=policy, buckets=buckets, coupling=coupling,
+                     ctx_len=ctx_len, data_shards=data_shards,
+                     off_bucket=batch_cfg.get("off_bucket", "round"))
