@@ -86,10 +86,14 @@ def parse_decay_table(spec: str | Mapping[int, float], *, name: str,
     """
     if isinstance(spec, str):
         preset = spec.strip()
-        preset = preset[len("table:"):] if preset.lower().startswith("table:") else preset
+        prefixed = preset.lower().startswith("table:")
+        preset = preset[len("table:"):] if prefixed else preset
         match = [p for p in PRESET_NAMES if p.lower() == preset.lower()]
         if match:
             return table4_beta2(match[0]) if quantity == "beta2" else table4_tau(match[0])
+        if prefixed:
+            raise BatchConfigError(f"{name}: unknown paper Table 4 preset {preset!r}; expected "
+                                   f"one of {', '.join(PRESET_NAMES)}")
         if not spec.strip():
             raise BatchConfigError(
                 f"{name}: empty; write e.g. '64:0.999 1024:0.95' or a paper preset "
