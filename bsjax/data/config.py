@@ -1,0 +1,147 @@
+"""The data section of a run's config: defaults, validation, resolved paths.
+
+Nothing here imports TensorFlow or touches a file beyond existence checks, so
+the trainer can validate the data config before it compiles anything.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ml_collections
+
+SOURCES = ("embedded", "text_folder", "tfds")
+TOKENIZERS = ("bytes", "sentencepiece", "hf_json")
+
+DEFAULT_DATA_DIR = "~/.cache/bsjax/tensorflow_datasets"
+DEFAULT_CACHE_DIR = "~/.cache/bsjax/packed"
+DATA_DIR_ENV = "BSJAX_DATA_DIR"
+CACHE_DIR_ENV = "BSJAX_CACHE_DIR"
+
+# grain's index shuffle takes a 32-bit seed.
+_MAX_SEED = 2**32
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """The data config the base run config embeds (as `config.data`).
+
+    Keys:
+      source: "embedded" (the interpreter's standard library, nothing to
+        download), "text_folder" (a folder of .txt / .jsonl files) or "tfds"
+        (any registered TFDS data set, by `name`).
+      name: TFDS name for source="tfds", e.g. "c4/en".
+      path: the folder for source="text_folder".
+      train_split, validation_split: split names (TFDS slicing syntax works).
+      text_field: the document field (TFDS feature or JSONL key).
+      tokenizer: "bytes" (default), "sentencepiece" or "hf_json".
+      tokenizer_path: model file for sentencepiece / tokenizer.json for hf_json.
+      data_dir: TFDS data dir; "" -> $BSJAX_DATA_DIR or ~/.cache/bsjax/tensorflow_datasets.
+      cache_dir: packed-token cache; "" -> $BSJAX_CACHE_DIR or ~/.cache/bsjax/packed.
+      validation_fraction: share of documents held out by the hash split
+        (embedded and text_folder sources).
+      max_train_tokens, max_validation_tokens: cap on packed tokens per split;
+        0 means the whole split.
+      shuffle_seed: seed of the example stream's per-epoch shuffle.
+    """
+    return ml_collections.ConfigDict(
+        dict(
+            source="embedded",
+            name="",
+            path="",
+            train_split="train",
+            validation_split="validation",
+            text_field="text",
+            tokenizer="bytes",
+            tokenizer_path="",
+            data_dir="",
+            cache_dir="",
+            validation_fraction=0.05,
+            max_train_tokens=0,
+            max_validation_tokens=0,
+            shuffle_seed=0,
+        )
+    )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_data_config(data_cfg) -> list[str]:
+    """Return one message per bad key of `data_cfg` (empty list when it is fine).
+
+    Checks types and ranges, known source and tokenizer kinds, and that the
+    folder and tokenizer file named exist. Reads no file content.
+    """
+    problems: list[str] = []
+    expected = default_data_config()
+    if not hasattr(data_cfg, "items"):
+        return [f"data config must be a ConfigDict or mapping, got {type(data_cfg).__name__}"]
+    cfg = dict(data_cfg.items())
+
+    for key in sorted(set(cfg) - set(expected.keys())):
+        problems.append(
+            f"data.{key}: unknown key; known keys are {', '.join(sorted(expected.keys()))}"
+        )
+    for key in expected.keys():
+        if key not in cfg:
+            problems.append(f"data.{key}: missing (default {expected[key]!r})")
+    for key in ("source", "name", "path", "train_split", "validation_split", "text_field",
+                "tokenizer", "tokenizer_path", "data_dir", "cache_dir"):
+        if key in cfg and not isinstance(cfg[key], str):
+            problems.append(f"data.{key}: must be a string, got {cfg[key]!r}")
+    if problems:
+        return problems
+
+    source = cfg["source"]
+    if source not in SOURCES:
+        problems.append(f"data.source: unknown source {source!r}; use one of {', '.join(SOURCES)}")
+    elif source == "tfds" and not cfg["name"]:
+        problems.append('data.name: source="tfds" needs a TFDS name, e.g. "c4/en"')
+    elif source == "text_folder":
+        if not cfg["path"]:
+            problems.append('data.path: source="text_folder" needs a folder of .txt or .jsonl files')
+        elif not Path(cfg["path"]).expanduser().is_dir():
+            problems.append(f"data.path: folder {cfg['path']!r} does not exist")
+
+    for key in ("train_split", "validation_split", "text_field"):
+        if not cfg[key]:
+            problems.append(f"data.{key}: must not be empty")
+
+    kind = cfg["tokenizer"]
+    if kind not in TOKENIZERS:
+        problems.append(f"data.tokenizer: unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZERS)}")
+    elif kind != "bytes":
+        tok_path = cfg["tokenizer_path"]
+        if not tok_path:
+            problems.append(f'data.tokenizer_path: tokenizer="{kind}" needs the path of its model file')
+        elif not Path(tok_path).expanduser().is_file():
+            problems.append(f"data.tokenizer_path: file {tok_path!r} does not exist")
+
+    fraction = cfg["validation_fraction"]
+    if not _is_number(fraction) or not 0.0 < fraction < 1.0:
+        problems.append(f"data.validation_fraction: must be a number in (0, 1), got {fraction!r}")
+    for key in ("max_train_tokens", "max_validation_tokens"):
+        value = cfg[key]
+        if not _is_int(value) or value < 0:
+            problems.append(f"data.{key}: must be an integer >= 0 (0 = whole split), got {value!r}")
+    seed = cfg["shuffle_seed"]
+    if not _is_int(seed) or not 0 <= seed < _MAX_SEED:
+        problems.append(f"data.shuffle_seed: must be an integer in [0, 2**32), got {seed!r}")
+    return problems
+
+
+def resolve_data_dir(data_cfg) -> Path:
+    """TFDS data dir: the config key, else $BSJAX_DATA_DIR, else the default."""
+    chosen = data_cfg.data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser()
+
+
+def resolve_cache_dir(data_cfg) -> Path:
+    """Packed-token cache dir: the config key, else $BSJAX_CACHE_DIR, else the default."""
+    chosen = data_cfg.cache_dir or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
+    return Path(chosen).expanduser()
