@@ -136,6 +136,7 @@ def test_beta2_half_life_against_explicit_base():
     (dict(beta2_rule="table", beta2_table=""), {}, "beta2_table: empty"),
     (dict(tau_rule="table", tau_table="64:abc"), {}, "cannot read entry '64:abc'"),
     (dict(tau_rule="table:7B"), {}, "tau_table: unknown paper Table 4 preset '7B'; expected one of 85M, 151M"),
+    (dict(beta2_rule="table:151M", beta2_table="64:0.9"), {}, "set only one of them"),
     (dict(beta2_rule="cosine"), {}, "beta2_rule: unknown rule 'cosine'"),
     (dict(tau_rule="linear"), {}, "tau_rule: unknown rule 'linear'"),
     (dict(lr_scaling="cube"), {}, "lr_scaling: unknown rule 'cube'"),

@@ -89,7 +89,8 @@ def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shard
     for key in unknown:
         problems.append(f"batch.{key}: unknown key; known keys: {', '.join(sorted(KNOWN_KEYS))}")
     problems += _positive_int(ctx_len, "ctx_len")
-    problems += _positive_int(data_shards, "data_shards")
+    shard_problems = _positive_int(data_shards, "data_shards")
+    problems += shard_problems
     micro = batch_cfg.get("micro_batch_per_device", 16)
     max_accum = batch_cfg.get("max_accum_steps", 0)
     bucket_problems = (_positive_int(micro, "micro_batch_per_device")
@@ -101,7 +102,7 @@ def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shard
         schedule = schedule_from_config(batch_cfg)
     except BatchConfigError as err:
         problems += err.problems
-    if schedule is not None and not bucket_problems and not _positive_int(data_shards, "d"):
+    if schedule is not None and not bucket_problems and not shard_problems:
         try:
             enumerate_buckets(schedule.sizes(), data_shards, micro, max_accum or None)
         except BatchConfigError as err:

@@ -158,6 +158,9 @@ class DecayRule:
             raise BatchConfigError(f"{name}_rule: expected a string, got {rule!r}")
         table = None
         if rule.startswith("table:"):
+            if isinstance(table_spec, str) and table_spec.strip():
+                problems.append(f"{name}_rule={rule!r} names a preset but {name}_table is also "
+                                f"set ({table_spec!r}); set only one of them")
             table_spec, rule = rule, "table"
         if rule not in DECAY_RULES:
             problems.append(f"{name}_rule: unknown rule {rule!r}; expected one of "

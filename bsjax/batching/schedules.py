@@ -11,7 +11,6 @@ from __future__ import annotations
 import abc
 import bisect
 import dataclasses
-import math
 from typing import Any, Mapping, Sequence
 
 from bsjax.batching.errors import BatchConfigError
