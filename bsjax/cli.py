@@ -1,0 +1,127 @@
+"""The ``bsjax`` command (also ``python -m bsjax``).
+
+  bsjax train   --config=configs/FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
+  bsjax sweep   --config=configs/FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
+  bsjax analyze DIR
+  bsjax fit-cbs FILE.csv [--b-opt N] [--overhead R] [--alpha 1|fit] [--json]
+  bsjax theory  SUBCOMMAND ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+USAGE = __doc__
+
+
+def _maybe_init_distributed() -> None:
+  """Join a multi-process run when started as one of several processes.
+
+  Set BSJAX_COORDINATOR (host:port), BSJAX_NUM_PROCESSES and BSJAX_PROCESS_ID,
+  or run where ``jax.distributed.initialize()`` detects the cluster by itself
+  (TPU pods, SLURM): set BSJAX_DISTRIBUTED=auto there.
+  """
+  import jax
+
+  if os.environ.get("BSJAX_COORDINATOR"):
+    num = int(os.environ["BSJAX_NUM_PROCESSES"])
+    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=os.environ["BSJAX_COORDINATOR"],
+                               num_processes=num, process_id=int(os.environ["BSJAX_PROCESS_ID"]))
+  elif os.environ.get("BSJAX_DISTRIBUTED") == "auto":
+    jax.distributed.initialize()
+
+
+def _config_command(name: str, argv: list[str]) -> int:
+  """``train`` and ``sweep``: absl flags with an ml_collections config file."""
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  flags_ = flags.FLAGS
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/FILE.py[:ARG]).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Folder of the run (or sweep); resumed if it exists.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  result = {}
+
+  def main(_):
+    from bsjax.config import ConfigError
+
+    config = flags_.config
+    try:
+      if name == "train":
+        _maybe_init_distributed()
+        from bsjax.train.loop import train
+
+        summary = train(config, flags_.workdir)
+        print(f"status: {summary['status']}  steps: {summary['steps']}  "
+              f"tokens: {summary['tokens']}")
+        print(f"summary:     {os.path.join(flags_.workdir, 'summary.json')}")
+        print(f"metrics:     {os.path.join(flags_.workdir, 'metrics.jsonl')}")
+        print(f"tensorboard: tensorboard --logdir {os.path.join(flags_.workdir, 'tensorboard')}")
+      else:
+        from bsjax.cbs.sweep import run_sweep
+
+        run_sweep(config, flags_.workdir)
+      result["rc"] = 0
+    except (ConfigError, ValueError) as err:
+      if not isinstance(err, ConfigError) and type(err).__name__ not in (
+          "DataError", "BatchConfigError", "SweepConfigError"):
+        raise
+      print(f"bsjax {name}: {err}", file=sys.stderr)
+      result["rc"] = 2
+
+  try:
+    app.run(main, argv=[f"bsjax {name}"] + argv)
+  except SystemExit as exit_:
+    if exit_.code not in (0, None):
+      return int(exit_.code) if isinstance(exit_.code, int) else 1
+  return result.get("rc", 0)
+
+
+class _DropChatter(logging.Filter):
+  """Drop INFO lines of libraries that narrate every checkpoint and compile."""
+
+  NOISY = ("orbax", "tensorstore", "tensorflow_datasets", "jax/_src")
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not any(
+        part in record.pathname for part in self.NOISY)
+
+
+def _quiet_library_logs() -> None:
+  for name in ("absl", ""):
+    for handler in logging.getLogger(name).handlers:
+      handler.addFilter(_DropChatter())
+  logging.getLogger("absl").addFilter(_DropChatter())
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Dispatch ``bsjax SUBCOMMAND ...``; returns the exit code."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(USAGE)
+    return 0 if argv else 2
+  command, rest = argv[0], argv[1:]
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  _quiet_library_logs()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if command in ("train", "sweep"):
+    return _config_command(command, rest)
+  if command == "analyze":
+    from bsjax.cbs.cli import analyze_main
+
+    return analyze_main(rest)
+  if command == "fit-cbs":
+    from bsjax.cbs.cli import fit_cbs_main
+
+    return fit_cbs_main(rest)
+  if command == "theory":
+    from bsjax.theory.cli import main as theory_main
+
+    return theory_main(rest)
+  print(f"bsjax: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+  return 2

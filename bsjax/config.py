@@ -1,0 +1,124 @@
+"""The run config: base values, the model it describes, and validation before compile.
+
+Config files under configs/ start from ``base_config()`` and change what they
+need (big_vision's style). Durations carry their unit in the key:
+``warmup_tokens``, ``max_steps``, ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from bsjax import model as model_lib
+from bsjax import optim
+from bsjax.batching.config import default_batch_config, validate_batch_config
+from bsjax.data.config import default_data_config, validate_data_config
+
+STOP_STATUSES = ("target_reached", "max_steps", "max_tokens", "diverged", "preempted")
+
+
+class ConfigError(ValueError):
+  """A config that cannot run; the message lists every bad key."""
+
+  def __init__(self, problems: list[str]):
+    self.problems = list(problems)
+    super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a run reads, with the source paper's defaults where it gives one."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict(dict(
+      preset="tiny", ctx_len=512,
+      # Overrides of the preset's architecture (0 keeps the preset's value).
+      d_model=0, n_layers=0, n_heads=0, d_ff=0,
+      pos="rope", mlp="gelu", tie_embeddings=True,
+      dtype="float32", param_dtype="float32", attention="auto",
+  ))
+  c.data = default_data_config()
+
+  # Zhang et al. Table 3 defaults: beta1 0.95, LR 3.16e-3, no weight decay, clip 1.0.
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=3.16e-3, b1=0.95, b2=0.99, eps=1e-8, weight_decay=0.0, clip_norm=1.0,
+      schedule="constant", warmup_tokens=0, total_tokens=0, decay_fraction=0.2,
+      decay_shape="linear", final_lr_fraction=0.0, ewa_tau=0.99,
+  ))
+  c.batch = default_batch_config()
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+
+  c.train = ml_collections.ConfigDict(dict(
+      max_steps=0, max_tokens=0,  # 0: no limit (one of the stops must be set)
+      target_loss=0.0,  # stop when the EWA eval loss reaches it (0: off)
+      eval_schedule="every",  # every | hybrid (Zhang et al.'s 2^i + every k + dense tail)
+      eval_every=100, expected_steps=0,  # expected_steps: the hybrid schedule's n
+      eval_batches=4, eval_batch_size=16,
+      checkpoint_every=500, keep_checkpoints=3, async_checkpoint=True,
+      log_every=10, compile_ahead=True, compile_cache_dir="",
+      log_example_ids=False, tensorboard=True,
+  ))
+  return c
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> model_lib.ModelConfig:
+  """The ModelConfig a run config describes, for a tokenizer's vocabulary."""
+  m = config.model
+  overrides = {k: m[k] for k in ("d_model", "n_layers", "n_heads", "d_ff") if m[k]}
+  return model_lib.preset_config(
+      m.preset, vocab_size=vocab_size, ctx_len=m.ctx_len, pos=m.pos, mlp=m.mlp,
+      tie_embeddings=m.tie_embeddings, dtype=m.dtype, param_dtype=m.param_dtype,
+      attention=m.attention, **overrides)
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
+  """Every problem of a run config, one message each, before anything is built."""
+  problems: list[str] = []
+  if config.model.preset not in model_lib.PRESETS:
+    problems.append(f"model.preset={config.model.preset!r} is unknown; choose one of "
+                    f"{sorted(model_lib.PRESETS)}")
+  else:
+    problems += model_lib.validate_model_config(model_config(config, vocab_size=1),
+                                                fsdp=max(config.mesh.fsdp, 1))
+  problems += [f"data: {p}" if not p.startswith("data") else p
+               for p in validate_data_config(config.data)]
+  problems += optim.validate_optim_config(config.optim)
+
+  data, fsdp = config.mesh.data, config.mesh.fsdp
+  shards = None
+  if fsdp < 1 or (data != -1 and data < 1):
+    problems.append(f"mesh.data={data}, mesh.fsdp={fsdp}: sizes must be >= 1 (data may be -1)")
+  elif data == -1 and num_devices % fsdp:
+    problems.append(f"mesh.fsdp={fsdp} must divide the {num_devices} devices")
+  elif data != -1 and data * fsdp != num_devices:
+    problems.append(f"mesh.data * mesh.fsdp = {data * fsdp} must equal the {num_devices} devices")
+  else:
+    shards = num_devices
+  if shards is not None:
+    problems += [p if p.startswith("batch") else f"batch: {p}" for p in validate_batch_config(
+        config.batch, config.model.ctx_len, shards, base_b2=config.optim.b2,
+        base_ewa_tau=config.optim.ewa_tau)]
+
+  t = config.train
+  if t.max_steps < 0 or t.max_tokens < 0:
+    problems.append("train.max_steps and train.max_tokens must be >= 0 (0: no limit)")
+  if not (t.max_steps or t.max_tokens or t.target_loss > 0):
+    problems.append("set a stop: train.max_steps, train.max_tokens or train.target_loss")
+  if t.target_loss < 0:
+    problems.append(f"train.target_loss={t.target_loss} must be >= 0 (0: off)")
+  if t.eval_schedule not in ("every", "hybrid"):
+    problems.append(f"train.eval_schedule={t.eval_schedule!r} must be 'every' or 'hybrid'")
+  if t.eval_schedule == "hybrid" and t.expected_steps <= 0:
+    problems.append("train.eval_schedule='hybrid' needs train.expected_steps > 0")
+  if t.eval_every < 1:
+    problems.append(f"train.eval_every={t.eval_every} must be >= 1")
+  if t.eval_batches < 1 or t.eval_batch_size < 1:
+    problems.append("train.eval_batches and train.eval_batch_size must be >= 1")
+  elif t.eval_batch_size % num_devices:
+    problems.append(f"train.eval_batch_size={t.eval_batch_size} must be divisible by the "
+                    f"{num_devices} devices")
+  if t.checkpoint_every < 1 or t.keep_checkpoints < 1:
+    problems.append("train.checkpoint_every and train.keep_checkpoints must be >= 1")
+  if t.log_every < 1:
+    problems.append(f"train.log_every={t.log_every} must be >= 1")
+  return problems

@@ -1,0 +1,93 @@
+"""Ahead-of-time compiled train steps, one per shape bucket, and the persistent cache.
+
+Every bucket a batch plan can reach is lowered and compiled before it is
+needed, in a background thread, so a batch-size switch runs an executable that
+already exists. With JAX's persistent compilation cache on, a restart or a
+second run of the same shapes loads executables from disk instead of compiling.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+
+from bsjax.train import mesh as mesh_lib
+from bsjax.train import step as step_lib
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "bsjax" / "jax_compilation_cache"
+
+
+def enable_compilation_cache(cache_dir: str | os.PathLike | None) -> Path | None:
+  """Turn on JAX's persistent compilation cache (``""`` or None: the default folder).
+
+  ``"off"`` leaves it off. Entries are kept whatever their compile time, so
+  even the small CPU executables of tests and demos are reused.
+  """
+  if cache_dir == "off":
+    return None
+  path = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
+  path.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return path
+
+
+class Executables:
+  """Compiled train steps keyed by bucket (K, M), compiled ahead in the background."""
+
+  def __init__(self, fns: step_lib.StepFunctions, seq_len: int, background: bool = True):
+    self._fns = fns
+    self._seq_len = seq_len
+    self._futures: dict[tuple[int, int], concurrent.futures.Future] = {}
+    self._pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="compile") if background else None
+    self._lock = threading.Lock()
+    self._finished: list[tuple[tuple[int, int], float]] = []
+
+  def _compile(self, K: int, M: int):
+    start = time.perf_counter()
+    batch = jax.ShapeDtypeStruct((K, M, self._seq_len), jnp.int32,
+                                 sharding=mesh_lib.batch_sharding(self._fns.mesh))
+    compiled = self._fns.train_step.lower(
+        self._fns.abstract_state, batch, step_lib.hparams_abstract()).compile()
+    with self._lock:
+      self._finished.append(((K, M), time.perf_counter() - start))
+    return compiled
+
+  def submit(self, buckets: Iterable[tuple[int, int]]) -> None:
+    """Queue buckets for compilation, in the order given (first needed first)."""
+    for key in buckets:
+      key = (int(key[0]), int(key[1]))
+      if key in self._futures:
+        continue
+      if self._pool is None:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(self._compile(*key))
+      else:
+        future = self._pool.submit(self._compile, *key)
+      self._futures[key] = future
+
+  def get(self, K: int, M: int) -> Any:
+    """The executable of bucket (K, M), waiting for its compile if it is still running."""
+    key = (int(K), int(M))
+    if key not in self._futures:
+      self.submit([key])
+    return self._futures[key].result()
+
+  def drain_finished(self) -> list[tuple[tuple[int, int], float]]:
+    """Buckets whose compile finished since the last call, with their seconds."""
+    with self._lock:
+      done, self._finished = self._finished, []
+    return done
+
+  def close(self) -> None:
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,405 @@
+"""The training loop: batches, steps, switches, evaluation, checkpoints, stops.
+
+One run writes the folder of DESIGN.md: config.json, metrics.jsonl,
+summary.json, checkpoints/, tensorboard/. The loop keeps one step in flight:
+it dispatches step s, then reads the metrics of step s - 1, so the host never
+idles the device. It synchronises only where it must: at a batch-size switch
+(so the first step after it is timed exactly), at evaluations and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from bsjax import config as config_lib
+from bsjax import model as model_lib
+from bsjax import optim
+from bsjax.batching.config import plan_from_config
+from bsjax.train import checkpoint as checkpoint_lib
+from bsjax.train import executables as executables_lib
+from bsjax.train import feed as feed_lib
+from bsjax.train import mesh as mesh_lib
+from bsjax.train import metrics as metrics_lib
+from bsjax.train import step as step_lib
+
+log = logging.getLogger(__name__)
+
+SWITCH_STEADY_STEPS = 3  # steps of the new bucket that define its steady step time
+
+
+@dataclasses.dataclass
+class Position:
+  """Where the run is: optimizer steps taken and examples and tokens consumed."""
+
+  step: int = 0
+  examples: int = 0
+  tokens: int = 0
+
+
+@dataclasses.dataclass
+class PendingSwitch:
+  """A switch whose stall is known once the new bucket has run a few steps."""
+
+  line: dict[str, Any]
+  first_step: int
+  first_time: float = math.nan
+  later_times: list[float] = dataclasses.field(default_factory=list)
+
+
+class PreemptionFlag:
+  """Set by SIGTERM; the loop saves, writes status 'preempted' and returns."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, no preemption support
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _eval_steps(config) -> set[int] | None:
+  t = config.train
+  if t.eval_schedule == "hybrid":
+    from bsjax.cbs.eval_schedule import eval_steps
+
+    return set(eval_steps(t.expected_steps, every=t.eval_every,
+                          max_steps=t.max_steps or None))
+  return None
+
+
+def _params_sha256(state) -> str:
+  import hashlib
+
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(jax.device_get(state["params"])):
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+class Trainer:
+  """One training run in ``workdir``; ``run()`` returns its summary."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+    problems = config_lib.validate(config, jax.device_count())
+    if problems:
+      raise config_lib.ConfigError(problems)
+    self.config = config
+    self.workdir = Path(workdir)
+    self.is_main = jax.process_index() == 0
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.clock = metrics_lib.Stopwatch()
+
+    from bsjax import data as data_lib  # TFDS/TensorFlow live behind this import
+
+    t = config.train
+    cache = executables_lib.enable_compilation_cache(t.compile_cache_dir)
+    self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+    self.ctx_len = config.model.ctx_len
+    self.corpus = data_lib.load(config.data, self.ctx_len)
+    self.model_cfg = config_lib.model_config(config, self.corpus.vocab_size)
+    self.plan = plan_from_config(config.batch, self.ctx_len, mesh_lib.data_shards(self.mesh),
+                                 base_b2=config.optim.b2, base_ewa_tau=config.optim.ewa_tau)
+    self.policy = self.plan.policy
+    self.lr_schedule = optim.lr_schedule_from_config(config.optim)
+    self.counts = model_lib.count_params(self.model_cfg)
+    if self.is_main:
+      resolved = json.loads(config.to_json_best_effort())
+      resolved["corpus"] = self.corpus.identity
+      resolved["model_params"] = self.counts
+      resolved["compile_cache_dir"] = str(cache) if cache else "off"
+      metrics_lib.write_json_atomic(self.workdir / "config.json", resolved)
+    self.metrics = metrics_lib.MetricsLog(self.workdir, enabled=self.is_main,
+                                          tensorboard=t.tensorboard)
+    self.fns = step_lib.build(self.model_cfg, config.optim, self.mesh)
+    self.seq_len = self.ctx_len + 1
+    self.executables = executables_lib.Executables(self.fns, self.seq_len,
+                                                   background=t.compile_ahead)
+    id_log = (str(self.workdir / f"example_ids.p{jax.process_index()}.jsonl")
+              if t.log_example_ids else None)
+    self.feeder = feed_lib.BatchFeeder(self.corpus.train.read, self.seq_len, self.mesh, id_log)
+    self.checkpointer = checkpoint_lib.Checkpointer(
+        self.workdir / "checkpoints", keep=t.keep_checkpoints, async_save=t.async_checkpoint)
+    self.eval_steps = _eval_steps(config)
+    self.compile_s = 0.0
+    self.last_saved_step: int | None = None
+
+  # ----------------------------------------------------------------- set-up
+  def _restore_or_init(self) -> tuple[Any, Position, int]:
+    restored = self.checkpointer.restore_latest(self.fns.abstract_state)
+    if restored is None:
+      state = self.fns.init(jax.random.key(self.config.seed))
+      return state, Position(), self.policy.initial_batch_size()
+    state, meta = restored
+    if meta.get("policy") is not None:
+      self.policy.load_state_dict(meta["policy"])
+    pos = Position(step=int(meta["step"]), examples=int(meta["examples"]),
+                   tokens=int(meta["tokens"]))
+    self.metrics.write("event", pos.step, pos.examples, pos.tokens, event="resumed",
+                       checkpoint_step=pos.step)
+    log.info("resumed from step %d (%d examples)", pos.step, pos.examples)
+    return state, pos, int(meta["batch_size"])
+
+  def _compile_order(self, batch_size: int) -> list[tuple[int, int]]:
+    """The bucket in use first, then the schedule's switches in order, then the rest."""
+    sizes = [batch_size] + [p.batch_size for p in self.plan.switch_points()]
+    sizes += self.plan.available_sizes()
+    seen, order = set(), []
+    for B in sizes:
+      if B in self.plan.buckets and B not in seen:
+        seen.add(B)
+        bucket = self.plan.bucket(B)
+        order.append((bucket.K, bucket.M))
+    return order
+
+  def _eval_batches(self):
+    t = self.config.train
+    batches_NMT = self.corpus.validation.validation_batches(t.eval_batches, t.eval_batch_size)
+    placed = feed_lib.place_eval_batches(batches_NMT, self.mesh)
+    start = time.perf_counter()
+    compiled = self.fns.eval_step.lower(self.fns.abstract_state["params"], placed).compile()
+    self._log_compile("eval", time.perf_counter() - start, Position())
+    return compiled, placed
+
+  def _log_compile(self, what: str, seconds: float, pos: Position, **extra):
+    self.compile_s += seconds
+    self.metrics.write("compile", pos.step, pos.examples, pos.tokens, executable=what,
+                       seconds=round(seconds, 4), **extra)
+
+  def _drain_compiles(self, pos: Position):
+    for (K, M), seconds in self.executables.drain_finished():
+      self._log_compile("train_step", seconds, pos, K=K, M=M, batch_size=K * M)
+
+  def _hparams(self, batch_size: int, tokens: int) -> dict[str, float]:
+    coupled = self.plan.coupling.hparams_for(batch_size)
+    o = self.config.optim
+    return dict(lr=self.lr_schedule(tokens) * coupled["lr_scale"],
+                b2=o.b2 if coupled["b2"] is None else coupled["b2"],
+                ewa_tau=o.ewa_tau if coupled["ewa_tau"] is None else coupled["ewa_tau"])
+
+  def _expected_next_size(self, pos: Position, batch_size: int) -> int:
+    """The batch size the next step will most likely use, for prefetching its batch."""
+    schedule = getattr(self.policy, "schedule", None)
+    if schedule is None:
+      return batch_size
+    return self.plan.resolve(schedule.batch_size_at(pos.tokens))
+
+  def _should_eval(self, step: int) -> bool:
+    if self.eval_steps is not None:
+      return step in self.eval_steps
+    return step % self.config.train.eval_every == 0
+
+  def _save(self, state, pos: Position, batch_size: int):
+    meta = dict(step=pos.step, examples=pos.examples, tokens=pos.tokens, batch_size=batch_size,
+                stream_offset=pos.examples, data_seed=self.config.data.shuffle_seed,
+                seed=self.config.seed, policy=self.policy.state_dict())
+    self.checkpointer.save(pos.step, state, meta)
+    self.last_saved_step = pos.step
+
+  def _write_summary(self, status: str, pos: Position, extra: dict[str, Any]):
+    if not self.is_main:
+      return
+    summary = dict(status=status, steps=pos.step, examples=pos.examples, tokens=pos.tokens,
+                   batch_size=self.policy.initial_batch_size(),
+                   model_params=self.counts["non_embedding"], model_params_total=self.counts["total"],
+                   ctx_len=self.ctx_len, target_loss=self.config.train.target_loss or None,
+                   wall_s=round(self.clock(), 3), compile_s=round(self.compile_s, 3),
+                   corpus=self.corpus.identity)
+    summary.update(extra)
+    metrics_lib.write_json_atomic(self.workdir / "summary.json", summary)
+
+  # ------------------------------------------------------------------- loop
+  def run(self) -> dict[str, Any]:
+    """Train until a stop; return the summary (also written to summary.json)."""
+    with jax.set_mesh(self.mesh), PreemptionFlag() as preempt:
+      try:
+        return self._run(preempt)
+      finally:
+        self.executables.close()
+        self.feeder.close()
+        self.checkpointer.close()
+        self.metrics.close()
+
+  def _run(self, preempt: PreemptionFlag) -> dict[str, Any]:
+    t = self.config.train
+    state, pos, batch_size = self._restore_or_init()
+    self._write_summary("running", pos, {})
+    self.executables.submit(self._compile_order(batch_size))
+    eval_exe, eval_batches = self._eval_batches()
+
+    from clu import periodic_actions
+
+    report = periodic_actions.ReportProgress(
+        num_train_steps=t.max_steps or None, writer=self.metrics.writer(), every_steps=t.log_every)
+
+    extra: dict[str, Any] = dict(steps_to_target=None, tokens_to_target=None,
+                                 examples_to_target=None)
+    last_metrics: dict[str, float] = {}
+    in_flight = None  # (Position after the step, batch size, hparams, metrics on device)
+    last_ready = time.perf_counter()
+    recent_times: list[float] = []
+    pending_switch: PendingSwitch | None = None
+    last_good = pos  # position of the newest state whose loss was finite
+    status = None
+
+    def finish_in_flight() -> bool:
+      """Read the metrics of the step in flight; False if its loss diverged."""
+      nonlocal in_flight, last_ready, pending_switch, last_metrics, last_good
+      if in_flight is None:
+        return True
+      done_pos, B, hp, metrics_dev = in_flight
+      in_flight = None
+      metrics = {k: float(v) for k, v in jax.device_get(metrics_dev).items()}
+      now = time.perf_counter()
+      step_time, last_ready = now - last_ready, now
+      recent_times.append(step_time)
+      del recent_times[:-20]
+      last_metrics = metrics
+      if pending_switch is not None:
+        if done_pos.step == pending_switch.first_step:
+          pending_switch.first_time = step_time
+        elif done_pos.step > pending_switch.first_step:
+          pending_switch.later_times.append(step_time)
+          if len(pending_switch.later_times) >= SWITCH_STEADY_STEPS:
+            steady = statistics.median(pending_switch.later_times)
+            line = pending_switch.line
+            line.update(first_step_s=round(pending_switch.first_time, 5),
+                        steady_step_s=round(steady, 5),
+                        stall_s=round(pending_switch.first_time - steady, 5),
+                        stall_ratio=round(pending_switch.first_time / steady, 4))
+            self.metrics.write("switch", line.pop("step"), line.pop("examples"),
+                               line.pop("tokens"), **line)
+            pending_switch = None
+      if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+        self.metrics.write("event", done_pos.step, done_pos.examples, done_pos.tokens,
+                           event="diverged", loss=metrics["loss"], grad_norm=metrics["grad_norm"])
+        return False
+      last_good = done_pos
+      if done_pos.step % t.log_every == 0 or done_pos.step == 1:
+        tokens_per_step = B * self.ctx_len
+        self.metrics.write("train", done_pos.step, done_pos.examples, done_pos.tokens,
+                           batch_size=B, lr=hp["lr"], b2=hp["b2"], ewa_tau=hp["ewa_tau"],
+                           loss=metrics["loss"], grad_norm=metrics["grad_norm"],
+                           grad_sq=metrics["grad_sq"], micro_grad_sq=metrics["micro_grad_sq"],
+                           step_time_s=round(step_time, 5),
+                           tokens_per_s=round(tokens_per_step / max(step_time, 1e-9), 1))
+      return True
+
+    while True:
+      # Stops that need no metrics of the step in flight.
+      if t.max_steps and pos.step >= t.max_steps:
+        status = "max_steps"
+      elif t.max_tokens and pos.tokens >= t.max_tokens:
+        status = "max_tokens"
+      elif preempt.raised:
+        status = "preempted"
+      if status:
+        break
+
+      decision = self.policy.maybe_decide(pos.step, pos.tokens, batch_size, last_metrics)
+      if decision is not None:
+        new_size = self.plan.resolve(decision.batch_size)
+        if new_size != batch_size:
+          if not finish_in_flight():
+            status = "diverged"
+            break
+          old, new = self.plan.bucket(batch_size), self.plan.bucket(new_size)
+          pending_switch = PendingSwitch(
+              line=dict(step=pos.step, examples=pos.examples, tokens=pos.tokens,
+                        old_batch_size=batch_size, new_batch_size=new_size,
+                        old_K=old.K, old_M=old.M, new_K=new.K, new_M=new.M,
+                        reason=decision.reason,
+                        measured={k: float(v) for k, v in decision.measured.items()}),
+              first_step=pos.step + 1)
+          batch_size = new_size
+
+      bucket = self.plan.bucket(batch_size)
+      executable = self.executables.get(bucket.K, bucket.M)
+      hp = self._hparams(batch_size, pos.tokens)
+      batch_KMT = self.feeder.get(pos.step, pos.examples, bucket.K, bucket.M)
+      state, metrics_dev = executable(state, batch_KMT, step_lib.hparams_array(**hp))
+      prev_in_flight = in_flight
+      in_flight = None
+      next_pos = Position(pos.step + 1, pos.examples + batch_size,
+                          pos.tokens + batch_size * self.ctx_len)
+
+      # Read the previous step while this one runs, then queue the next batch.
+      if prev_in_flight is not None:
+        in_flight = prev_in_flight
+        if not finish_in_flight():
+          status = "diverged"
+          pos = next_pos
+          break
+      in_flight = (next_pos, batch_size, hp, metrics_dev)
+      pos = next_pos
+      upcoming = self._expected_next_size(pos, batch_size)
+      if upcoming in self.plan.buckets:
+        nb = self.plan.bucket(upcoming)
+        self.feeder.prefetch(pos.examples, nb.K, nb.M)
+      report(pos.step)
+      self._drain_compiles(pos)
+
+      need_eval = self._should_eval(pos.step)
+      need_save = pos.step % t.checkpoint_every == 0
+      if need_eval or need_save:
+        if not finish_in_flight():
+          status = "diverged"
+          break
+      if need_eval:
+        loss = float(eval_exe(state["params"], eval_batches))
+        ewa_loss = float(eval_exe(state["ewa"], eval_batches))
+        self.metrics.write("eval", pos.step, pos.examples, pos.tokens, eval_loss=loss,
+                           ewa_eval_loss=ewa_loss, batch_size=batch_size)
+        extra.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
+        if t.target_loss > 0 and ewa_loss <= t.target_loss and extra["steps_to_target"] is None:
+          extra.update(steps_to_target=pos.step, tokens_to_target=pos.tokens,
+                       examples_to_target=pos.examples)
+          status = "target_reached"
+      if need_save or status == "target_reached":
+        self._save(state, pos, batch_size)
+      if status:
+        break
+
+    if status != "diverged":
+      if not finish_in_flight():
+        status = "diverged"
+    if status == "diverged":
+      pos = last_good  # the checkpoints on disk hold only finite states
+    else:
+      if self.last_saved_step != pos.step:
+        self._save(state, pos, batch_size)
+      extra["final_train_loss"] = last_metrics.get("loss")
+      extra["params_sha256"] = _params_sha256(state)
+    self._drain_compiles(pos)
+    self.checkpointer.wait()
+    self.metrics.write("event", pos.step, pos.examples, pos.tokens, event="stopped", status=status)
+    self._write_summary(status, pos, extra)
+    return json.loads((self.workdir / "summary.json").read_text()) if self.is_main else dict(
+        status=status, steps=pos.step, **extra)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """Validate ``config``, train in ``workdir`` (resuming if it holds a checkpoint)."""
+  return Trainer(config, workdir).run()

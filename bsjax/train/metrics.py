@@ -1,0 +1,98 @@
+"""A run's records: metrics.jsonl, TensorBoard through clu, summary.json.
+
+Every metrics.jsonl line has ``kind`` (train | eval | switch | compile | event),
+``step``, ``examples`` and ``tokens`` (DESIGN.md contract). Only process 0
+writes; other processes keep a no-op log so the loop needs no branches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+KINDS = ("train", "eval", "switch", "compile", "event")
+
+
+def _jsonable(value: Any) -> Any:
+  if hasattr(value, "item"):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN or inf; keep them readable
+  return value
+
+
+class MetricsLog:
+  """Appends metric lines to metrics.jsonl and scalars to a clu metric writer."""
+
+  def __init__(self, workdir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    self.enabled = enabled
+    self._file = None
+    self._writer = None
+    if not enabled:
+      return
+    workdir = Path(workdir)
+    self._file = open(workdir / "metrics.jsonl", "a", buffering=1)
+    if tensorboard:
+      from clu import metric_writers  # TensorFlow-backed; imported only where it is used
+
+      self._writer = metric_writers.create_default_writer(
+          str(workdir / "tensorboard"), asynchronous=True)
+
+  def write(self, kind: str, step: int, examples: int, tokens: int, **values: Any) -> None:
+    """Write one line; numeric values also go to TensorBoard as ``kind/name``."""
+    if kind not in KINDS:
+      raise ValueError(f"metric kind {kind!r} must be one of {KINDS}")
+    if not self.enabled:
+      return
+    line = dict(kind=kind, step=int(step), examples=int(examples), tokens=int(tokens))
+    line.update({k: _jsonable(v) for k, v in values.items()})
+    self._file.write(json.dumps(line) + "\n")
+    if self._writer is not None and kind in ("train", "eval", "switch"):
+      scalars = {f"{kind}/{k}": v for k, v in line.items()
+                 if k not in ("kind", "step") and isinstance(v, (int, float))}
+      self._writer.write_scalars(int(step), scalars)
+
+  def writer(self):
+    """The clu writer (for clu's periodic actions), or None."""
+    return self._writer
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.flush()
+      self._writer.close()
+    if self._file is not None:
+      self._file.close()
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
+  """Write JSON through a temporary file and a rename, so readers never see half a file."""
+  path = Path(path)
+  tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+  tmp.write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, default=str))
+  os.replace(tmp, path)
+
+
+def read_metrics(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+  """Lines of a metrics.jsonl, optionally of one kind."""
+  lines = []
+  with open(path) as f:
+    for raw in f:
+      if raw.strip():
+        line = json.loads(raw)
+        if kind is None or line["kind"] == kind:
+          lines.append(line)
+  return lines
+
+
+class Stopwatch:
+  """Wall time since construction."""
+
+  def __init__(self):
+    self.start = time.perf_counter()
+
+  def __call__(self) -> float:
+    return time.perf_counter() - self.start
