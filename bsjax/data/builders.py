@@ -74,14 +74,12 @@ class _LocalFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     def _generate_examples(self, split):
         plan = self.plan
         root = Path(plan.root)
-        fraction = plan.identity["validation_fraction"]
-        text_field = plan.identity.get("text_field", "text")
         for file_split, rel in plan.files:
             if rel.endswith(".jsonl"):
                 if file_split and file_split != split:
                     continue
-                for key, text in _jsonl_documents(root / rel, rel, text_field):
-                    if (file_split or hash_split(key, fraction)) == split:
+                for key, text in _jsonl_documents(root / rel, rel, plan.text_field):
+                    if (file_split or hash_split(key, plan.validation_fraction)) == split:
                         yield key, {"text": text, "id": key}
             elif file_split == split:
                 text = (root / rel).read_bytes().decode("utf-8", errors="replace")
@@ -89,14 +87,17 @@ class _LocalFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
 
 def _jsonl_documents(path: Path, rel: str, text_field: str):
-    """(rel:line, text) for each non-blank line of a JSONL file."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    """(rel:line, text) for each non-blank line of a JSONL file.
+
+    Binary mode splits on newline bytes only, matching `files.digest_files`.
+    """
+    with open(path, "rb") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{rel}:{line_no}"
             try:
-                record = json.loads(line)
+                record = json.loads(line.decode("utf-8", errors="replace"))
             except json.JSONDecodeError as err:
                 raise DataError(f"path: {where} is not valid JSON ({err})") from err
             if not isinstance(record, dict) or not isinstance(record.get(text_field), str):

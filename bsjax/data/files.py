@@ -45,18 +45,46 @@ def list_files(root: Path, suffixes: tuple[str, ...], excluded_dirs: tuple[str, 
     return sorted(found)
 
 
-def content_digest(root: Path, rel_paths: list[str]) -> tuple[int, str]:
-    """(total bytes, sha256 over (path, length, bytes) of each file in order)."""
+def _jsonl_keys(data: bytes, rel: str) -> list[str]:
+    """Document keys ("rel:line") of the non-blank lines of a JSONL file's bytes.
+
+    Lines are split on newline bytes only, as the builder reads them.
+    """
+    return [f"{rel}:{no}" for no, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
+
+
+def digest_files(root: Path, files: tuple[tuple[str, str], ...], validation_fraction: float):
+    """Read each (split, rel) file once: (total bytes, sha256, documents per split).
+
+    The sha256 runs over (path, length, bytes) of each file in order; the
+    length prefixes keep the pairs unambiguous. A split of "" means per-line
+    hash split (JSONL in a folder without split subfolders).
+    """
     digest = hashlib.sha256()
     total = 0
-    for rel in rel_paths:
+    counts = {TRAIN: 0, VALIDATION: 0}
+    for split, rel in files:
         data = (root / rel).read_bytes()
         total += len(data)
         encoded = rel.encode("utf-8")
-        # Length prefixes keep (path, bytes) pairs unambiguous in the stream.
         digest.update(len(encoded).to_bytes(8, "little") + encoded)
         digest.update(len(data).to_bytes(8, "little") + data)
-    return total, digest.hexdigest()
+        if not rel.endswith(".jsonl"):
+            counts[split] += 1
+        else:
+            for key in _jsonl_keys(data, rel):
+                counts[split or hash_split(key, validation_fraction)] += 1
+    return total, digest.hexdigest(), counts
+
+
+def _check_splits(counts: dict, where: str) -> None:
+    for split, count in counts.items():
+        if count == 0:
+            raise DataError(
+                f"validation_fraction: the {split} split of {where} would have no documents "
+                f"({counts}); change data.validation_fraction, add documents, or give "
+                "train/ and validation/ subfolders"
+            )
 
 
 def identity_key(identity: dict) -> str:
@@ -73,6 +101,8 @@ class CorpusPlan:
     files: tuple[tuple[str, str], ...]  # (split or "" for per-line hash split, relative path)
     identity: dict
     config_name: str
+    validation_fraction: float
+    text_field: str = "text"
 
 
 def stdlib_root() -> Path:
@@ -85,8 +115,9 @@ def plan_embedded(validation_fraction: float) -> CorpusPlan:
     rel_paths = list_files(root, (".py",), STDLIB_EXCLUDED_DIRS)
     if not rel_paths:
         raise DataError(f"source: no .py files found under the standard library at {root}")
-    total, sha = content_digest(root, rel_paths)
     files = tuple((hash_split(rel, validation_fraction), rel) for rel in rel_paths)
+    total, sha, counts = digest_files(root, files, validation_fraction)
+    _check_splits(counts, f"the standard library at {root}")
     identity = {
         "source": "embedded",
         "python_implementation": platform.python_implementation(),
@@ -95,20 +126,12 @@ def plan_embedded(validation_fraction: float) -> CorpusPlan:
         "total_bytes": total,
         "content_sha256": sha,
         "validation_fraction": validation_fraction,
-        "split_file_counts": _split_counts(files),
+        "split_documents": counts,
         "excluded_dirs": list(STDLIB_EXCLUDED_DIRS),
     }
     v = sys.version_info
     name = f"py{v.major}_{v.minor}_{v.micro}_{identity_key(identity)}"
-    return CorpusPlan(str(root), files, identity, name)
-
-
-def _split_counts(files) -> dict:
-    counts = {TRAIN: 0, VALIDATION: 0}
-    for split, _ in files:
-        if split:
-            counts[split] += 1
-    return counts
+    return CorpusPlan(str(root), files, identity, name, validation_fraction)
 
 
 def plan_text_folder(path: str | Path, validation_fraction: float, text_field: str) -> CorpusPlan:
@@ -143,20 +166,23 @@ def plan_text_folder(path: str | Path, validation_fraction: float, text_field: s
         )
     if not files:
         raise DataError(f"path: folder {str(root)!r} holds no .txt or .jsonl files")
-    kept = [rel for _, rel in files]
-    total, sha = content_digest(root, kept)
+    total, sha, counts = digest_files(root, files, validation_fraction)
+    _check_splits(counts, f"folder {str(root)!r}")
     identity = {
         "source": "text_folder",
         "path": str(root),
         "layout": layout,
-        "file_count": len(kept),
+        "file_count": len(files),
         "total_bytes": total,
         "content_sha256": sha,
         "text_field": text_field,
-        "validation_fraction": validation_fraction,
+        "split_documents": counts,
     }
+    if layout == "hash":
+        identity["validation_fraction"] = validation_fraction
     # The folder's location is reported but does not key the data: the same
     # files elsewhere give the same dataset.
     keyed = {k: v for k, v in identity.items() if k != "path"}
     stem = "".join(c if c.isalnum() else "_" for c in root.name.lower())[:40] or "folder"
-    return CorpusPlan(str(root), files, identity, f"{stem}_{identity_key(keyed)}")
+    return CorpusPlan(str(root), files, identity, f"{stem}_{identity_key(keyed)}",
+                      validation_fraction, text_field)
