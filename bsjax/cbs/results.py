@@ -5,12 +5,14 @@ is a run (DESIGN.md, "A run's folder"). From each run we read:
 
 * ``config.json``: the resolved config (nested, or flat with dotted keys);
   we use ``model.preset``, ``model.ctx_len``, ``optim.lr``, ``optim.b2``,
-  ``optim.ewa_tau``, ``optim.warmup_tokens``, ``batch.batch_size``, ``seed``
-  and, when present, ``target.ref_tokens`` (tokens of the reference run that
-  set the target loss: the data size D of the scaling law in D).
+  ``optim.ewa_tau``, ``optim.warmup_tokens``, ``batch.batch_size``, ``seed``,
+  ``train.target_loss`` (when the summary has none) and, when present,
+  ``target.ref_tokens`` (tokens of the reference run that set the target
+  loss: the data size D of the scaling law in D).
 * ``summary.json``: status, steps, examples, tokens, steps_to_target,
-  tokens_to_target, target_loss, batch_size, model_params, final losses,
-  wall_s, ``corpus``.
+  tokens_to_target, examples_to_target, target_loss, batch_size,
+  model_params (non-embedding count), ctx_len, final losses, wall_s,
+  ``corpus``, and optionally ``ref_tokens``.
 * ``metrics.jsonl`` (only when needed): eval lines, to recompute steps to
   target when the summary lacks it, and for loss curves.
 
@@ -77,6 +79,7 @@ class RunRecord:
     tokens: int | None
     steps_to_target: int | None
     tokens_to_target: int | None
+    examples_at_target: int | None
     target_loss: float | None
     ref_tokens: float | None
     final: dict
@@ -92,9 +95,11 @@ class RunRecord:
 
     @property
     def examples_to_target(self) -> int | float | None:
-        """Examples consumed at the target: tokens / ctx_len, else steps * batch size."""
+        """Examples consumed at the target: from the summary, else tokens / ctx_len, else steps * B."""
         if self.steps_to_target is None:
             return None
+        if self.examples_at_target is not None:
+            return self.examples_at_target
         if self.tokens_to_target is not None and self.ctx_len:
             q, r = divmod(self.tokens_to_target, self.ctx_len)
             return q if r == 0 else self.tokens_to_target / self.ctx_len
@@ -261,7 +266,10 @@ def load_run(run_dir: Path | str) -> RunRecord:
                 final[k] = v
 
     batch_size = summary.get("batch_size", config_get(config, "batch.batch_size"))
-    target_loss = _opt_float(summary.get("target_loss", config_get(config, "target.loss")))
+    target_loss = _opt_float(summary.get("target_loss"))
+    if target_loss is None:
+        # The trainer writes train.target_loss = 0 for "no target".
+        target_loss = _opt_float(config_get(config, "train.target_loss")) or None
     stt = summary.get("steps_to_target")
     source = "summary"
     if stt is None and target_loss is not None and (run_dir / METRICS).exists():
@@ -271,6 +279,10 @@ def load_run(run_dir: Path | str) -> RunRecord:
         except ValueError:
             stt = None
         source = "metrics" if stt is not None else "summary"
+    model_params = summary.get("model_params")
+    if model_params is None:
+        counts = config.get("model_params")
+        model_params = counts.get("non_embedding") if isinstance(counts, Mapping) else counts
     ref_tokens = summary.get("ref_tokens", config_get(config, "target.ref_tokens"))
     return RunRecord(
         name=run_dir.name,
@@ -278,8 +290,8 @@ def load_run(run_dir: Path | str) -> RunRecord:
         status=str(summary.get("status", "unknown")),
         batch_size=_opt_int(batch_size),
         model_preset=config_get(config, "model.preset"),
-        model_params=_opt_int(summary.get("model_params")),
-        ctx_len=_opt_int(config_get(config, "model.ctx_len")),
+        model_params=_opt_int(model_params),
+        ctx_len=_opt_int(summary.get("ctx_len", config_get(config, "model.ctx_len"))),
         lr=_opt_float(config_get(config, "optim.lr")),
         b2=_opt_float(config_get(config, "optim.b2")),
         ewa_tau=_opt_float(config_get(config, "optim.ewa_tau")),
@@ -290,6 +302,7 @@ def load_run(run_dir: Path | str) -> RunRecord:
         tokens=_opt_int(summary.get("tokens")),
         steps_to_target=_opt_int(stt),
         tokens_to_target=_opt_int(summary.get("tokens_to_target")),
+        examples_at_target=_opt_int(summary.get("examples_to_target")),
         target_loss=target_loss,
         ref_tokens=_opt_float(ref_tokens),
         final=final,
