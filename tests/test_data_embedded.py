@@ -1,5 +1,6 @@
 """The embedded corpus (the interpreter's stdlib) builds, packs exactly, is reused, and reports its identity."""
 import hashlib
+import json
 import os
 import platform
 import sysconfig
@@ -57,6 +58,7 @@ def test_embedded_corpus_builds_packs_and_is_reused(tmp_path):
     assert rows_NL.shape == (stream_T.size // 513, 513)
     np.testing.assert_array_equal(rows_NL.reshape(-1), stream_T[: rows_NL.size])
     assert corpus.vocab_size == 257 and corpus.identity["tokenizer"]["kind"] == "bytes"
+    assert json.loads(json.dumps(corpus.identity)) == corpus.identity  # goes into config.json
     assert corpus.validation.validation_batches(4, 8).shape == (4, 8, 513)
 
     # Second load reuses both the TFDS data set and the packed cache.

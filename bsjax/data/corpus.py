@@ -42,11 +42,12 @@ def load(data_cfg, ctx_len: int) -> Corpus:
     cache_dir = resolve_cache_dir(data_cfg)
     tok_identity = tokenizer_cache_identity(tokenizer)
 
+    roles = {
+        "train": (data_cfg.train_split, data_cfg.max_train_tokens),
+        "validation": (data_cfg.validation_split, data_cfg.max_validation_tokens),
+    }
     packed = {}
-    for role, split, max_tokens in (
-        ("train", data_cfg.train_split, data_cfg.max_train_tokens),
-        ("validation", data_cfg.validation_split, data_cfg.max_validation_tokens),
-    ):
+    for role, (split, max_tokens) in roles.items():
         key = cache_key(source.identity, tok_identity, ctx_len, split, max_tokens)
         packed[role] = load_or_pack(cache_dir, key, lambda split=split: source.texts(split),
                                     tokenizer, max_tokens)
@@ -57,8 +58,9 @@ def load(data_cfg, ctx_len: int) -> Corpus:
         "ctx_len": ctx_len,
         "shuffle_seed": data_cfg.shuffle_seed,
         "splits": {
-            role: {"split": split, "cache_file": str(p.path), **p.stats}
-            for (role, p), split in zip(packed.items(), (data_cfg.train_split, data_cfg.validation_split))
+            role: {"split": roles[role][0], "max_tokens": roles[role][1],
+                   "cache_file": str(p.path), **p.stats}
+            for role, p in packed.items()
         },
     }
     return Corpus(

@@ -3,8 +3,10 @@
 Global example id g (counted from 0 over the whole run) maps to epoch
 g // n and, inside that epoch, to a sequence index through a seeded
 permutation that differs per epoch. The permutation is grain's:
-`MapDataset.range(n).shuffle(seed).repeat()` reads index g with the epoch's
-own seed (grain folds the epoch into the seed, `seed + epoch`). Because any
+`MapDataset.range(n).shuffle(s).repeat()` read at index g shuffles epoch e
+with seed `s + e` (grain's per-epoch reshuffle). Since that would make user
+seed k's epoch 1 the same order as seed k+1's epoch 0, the user seed is first
+spread by an odd multiplier (a bijection mod 2**32) into `grain_seed`. Because any
 id can be read directly, each process reads only its own rows and a change of
 batch size (re-sharding) neither skips nor repeats an example.
 
@@ -24,6 +26,12 @@ import numpy as np
 from bsjax.data.errors import DataError
 
 _CACHED_EPOCHS = 4
+_SEED_SPREAD = 0x9E3779B1  # odd, so seed -> seed * _SEED_SPREAD mod 2**32 is one-to-one
+
+
+def grain_seed(seed: int) -> int:
+    """The grain shuffle seed for a user seed (distinct seeds stay distinct)."""
+    return (int(seed) * _SEED_SPREAD) % 2**32
 
 
 class ExampleStream:
@@ -45,7 +53,8 @@ class ExampleStream:
         self.seed = int(seed)
         self.num_sequences = int(sequences.shape[0])
         self.seq_len = int(sequences.shape[1])
-        self._order = grain.MapDataset.range(self.num_sequences).shuffle(seed=self.seed).repeat()
+        self.grain_seed = grain_seed(self.seed)
+        self._order = grain.MapDataset.range(self.num_sequences).shuffle(seed=self.grain_seed).repeat()
         self._materialize_max = materialize_max
         self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
