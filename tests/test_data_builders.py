@@ -211,3 +211,17 @@ def test_registered_builder_by_name(tmp_path, file_format, random_access):
 def test_unknown_tfds_name(tmp_path):
     with pytest.raises(DataError, match="name: TFDS data set 'no_such_dataset_xyz' could not be found"):
         load(_cfg(tmp_path, source="tfds", name="no_such_dataset_xyz"), CTX)
+
+
+def test_prepared_dir_with_other_content_is_refused(tmp_path):
+    """A dataset dir whose stored identity disagrees with its name is not silently reused."""
+    root = _write_txt_folder(tmp_path / "corpus", count=12)
+    cfg = _cfg(tmp_path, source="text_folder", path=str(root), validation_fraction=0.3)
+    source = open_source(cfg, tmp_path / "tfds")
+    meta_file = Path(source.builder.data_dir) / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["identity"]["content_sha256"] == source.identity["content_sha256"]
+    meta["identity"]["content_sha256"] = "0" * 64
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="holds a different corpus than its name says"):
+        open_source(cfg, tmp_path / "tfds").builder
