@@ -218,6 +218,20 @@ class Trainer:
     self.checkpointer.save(pos.step, state, meta)
     self.last_saved_step = pos.step
 
+  def _write_switch(self, pending: PendingSwitch) -> None:
+    """One ``switch`` line: the sizes, the reason, and the stall of the first new step.
+
+    The stall is the wall time of the first step after the switch minus the
+    steady step time of the new bucket (the median of the steps after it; NaN
+    when another switch or the end of the run came first).
+    """
+    line = dict(pending.line)
+    steady = statistics.median(pending.later_times) if pending.later_times else math.nan
+    line.update(first_step_s=round(pending.first_time, 5), steady_step_s=round(steady, 5),
+                stall_s=round(pending.first_time - steady, 5),
+                stall_ratio=round(pending.first_time / steady, 4) if steady else math.nan)
+    self.metrics.write("switch", line.pop("step"), line.pop("examples"), line.pop("tokens"), **line)
+
   def _write_summary(self, status: str, pos: Position, extra: dict[str, Any]):
     if not self.is_main:
       return
@@ -283,14 +297,7 @@ class Trainer:
         elif done_pos.step > pending_switch.first_step:
           pending_switch.later_times.append(step_time)
           if len(pending_switch.later_times) >= SWITCH_STEADY_STEPS:
-            steady = statistics.median(pending_switch.later_times)
-            line = pending_switch.line
-            line.update(first_step_s=round(pending_switch.first_time, 5),
-                        steady_step_s=round(steady, 5),
-                        stall_s=round(pending_switch.first_time - steady, 5),
-                        stall_ratio=round(pending_switch.first_time / steady, 4))
-            self.metrics.write("switch", line.pop("step"), line.pop("examples"),
-                               line.pop("tokens"), **line)
+            self._write_switch(pending_switch)
             pending_switch = None
       if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
         self.metrics.write("event", done_pos.step, done_pos.examples, done_pos.tokens,
@@ -326,6 +333,8 @@ class Trainer:
             status = "diverged"
             break
           old, new = self.plan.bucket(batch_size), self.plan.bucket(new_size)
+          if pending_switch is not None:  # superseded before its steady time was known
+            self._write_switch(pending_switch)
           pending_switch = PendingSwitch(
               line=dict(step=pos.step, examples=pos.examples, tokens=pos.tokens,
                         old_batch_size=batch_size, new_batch_size=new_size,
@@ -385,6 +394,8 @@ class Trainer:
     if status != "diverged":
       if not finish_in_flight():
         status = "diverged"
+    if pending_switch is not None:
+      self._write_switch(pending_switch)
     if status == "diverged":
       pos = last_good  # the checkpoints on disk hold only finite states
     else:
