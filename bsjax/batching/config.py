@@ -6,10 +6,12 @@ from typing import Any, Mapping
 import ml_collections
 
 from bsjax.batching.buckets import enumerate_buckets
-from bsjax.batching.controller import OFF_BUCKET_MODES, ScheduledPolicy
+from bsjax.batching.controller import OFF_BUCKET_MODES
 from bsjax.batching.coupling import Coupling, DecayRule
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.plan import BatchPlan
+from bsjax.batching.policies.config import (default_policy_config, policy_from_config,
+                                            validate_policy_config)
 from bsjax.batching.schedules import schedule_from_config
 
 
@@ -30,6 +32,9 @@ def default_batch_config() -> ml_collections.ConfigDict:
     - beta2_table / tau_table: "64:0.999 1024:0.95" or a paper Table 4 preset name.
     - off_bucket: what to do when a policy asks for a size without a bucket:
       "round" (down, with a warning) | "error".
+    - policy: the batch-size policy section (``bsjax.batching.policies``):
+      ``policy.name`` "schedule" (the fixed schedule above) | "noise_scale" |
+      "probe" | "wsd_es" | "fsl" | "seesaw", with one subsection per policy.
     """
     cfg = ml_collections.ConfigDict()
     cfg.schedule = "constant"
@@ -48,6 +53,7 @@ def default_batch_config() -> ml_collections.ConfigDict:
     cfg.tau_rule = "fixed"
     cfg.tau_table = ""
     cfg.off_bucket = "round"
+    cfg.policy = default_policy_config()
     return cfg
 
 
@@ -74,15 +80,18 @@ def _decay_coverage(rule: DecayRule, sizes: list[int]) -> list[str]:
 
 def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int,
                           *, base_b2: float | None = None,
-                          base_ewa_tau: float | None = None) -> list[str]:
+                          base_ewa_tau: float | None = None,
+                          lr_schedule: Any = None) -> list[str]:
     """Every problem in the batch section, one message each; [] when it is usable.
 
     Checks: unknown keys, the schedule (kind, sizes > 0, table starts at 0 and
     is sorted, ramp/doubling arguments), that every size the schedule can reach
     fits a shape bucket on ``data_shards`` devices, the coupling rules and
     tables (beta2/tau in [0, 1), tables covering the schedule's sizes), and
-    off_bucket. Pass the optimizer's ``base_b2`` / ``base_ewa_tau`` to check
-    them too (a ``half_life`` rule without them is not reported here).
+    off_bucket, and the ``policy`` section (``validate_policy_config``). Pass
+    the optimizer's ``base_b2`` / ``base_ewa_tau`` to check them too (a
+    ``half_life`` rule without them is not reported here), and its LR schedule
+    to check a seesaw policy's sizes.
     """
     problems: list[str] = []
     unknown = sorted(set(batch_cfg.keys()) - KNOWN_KEYS)
@@ -124,31 +133,43 @@ def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shard
     if off_bucket not in OFF_BUCKET_MODES:
         problems.append(f"off_bucket: unknown mode {off_bucket!r}; expected one of "
                         f"{', '.join(OFF_BUCKET_MODES)}")
+    if schedule is not None and not bucket_problems and not shard_problems and not _positive_int(
+            ctx_len, "ctx_len"):
+        problems += validate_policy_config(batch_cfg, ctx_len, data_shards,
+                                           lr_schedule=lr_schedule)
     return problems
 
 
 def plan_from_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int,
                      *, base_b2: float | None = None,
-                     base_ewa_tau: float | None = None) -> BatchPlan:
+                     base_ewa_tau: float | None = None,
+                     lr_schedule: Any = None) -> BatchPlan:
     """Validate the batch section and resolve it into a ``BatchPlan``.
 
     ``base_b2`` / ``base_ewa_tau`` are the optimizer's beta2 and EWA tau at the
     base batch size; ``half_life`` rules need them and ``fixed`` returns them.
+    ``lr_schedule`` (``bsjax.optim.LRSchedule``) is needed by the seesaw policy.
+    The plan's policy is the one ``batch.policy`` names; a policy whose sizes
+    are fixed in advance (wsd_es tokens, fsl, seesaw) also gives the plan its
+    schedule, so ``switch_points()`` orders compilation by its switches.
 
     Raises:
       BatchConfigError listing every problem, before anything is compiled.
     """
     problems = validate_batch_config(batch_cfg, ctx_len, data_shards,
-                                     base_b2=base_b2, base_ewa_tau=base_ewa_tau)
+                                     base_b2=base_b2, base_ewa_tau=base_ewa_tau,
+                                     lr_schedule=lr_schedule)
     if problems:
         raise BatchConfigError(problems)
     schedule = schedule_from_config(batch_cfg)
-    policy = ScheduledPolicy(schedule)
+    policy = policy_from_config(batch_cfg, schedule, ctx_len=ctx_len, data_shards=data_shards,
+                                lr_schedule=lr_schedule)
+    schedule = getattr(policy, "schedule", schedule)
     buckets = enumerate_buckets(policy.candidate_sizes(), data_shards,
                                 batch_cfg.get("micro_batch_per_device", 16),
                                 batch_cfg.get("max_accum_steps", 0) or None)
     coupling = Coupling.from_config(batch_cfg, base_b2=base_b2, base_ewa_tau=base_ewa_tau,
-                                    first_batch_size=schedule.batch_size_at(0))
+                                    first_batch_size=policy.initial_batch_size())
     return BatchPlan(schedule=schedule, policy=policy, buckets=buckets, coupling=coupling,
                      ctx_len=ctx_len, data_shards=data_shards,
                      off_bucket=batch_cfg.get("off_bucket", "round"))

@@ -1,0 +1,156 @@
+"""What the adaptive policies share: a size ladder, a base class with optional hooks,
+state checks on resume, and a fixed table behind the policy interface with its own reason."""
+from __future__ import annotations
+
+import bisect
+import math
+import warnings
+from typing import Any, Iterable, Mapping
+
+from bsjax.batching.controller import BatchPolicy, Decision, ScheduledPolicy
+from bsjax.batching.errors import BatchConfigError
+from bsjax.batching.schedules import Schedule
+
+
+class PolicyBase(BatchPolicy):
+    """A ``BatchPolicy`` with the optional hooks every policy of this package offers.
+
+    The trainer may call, besides the ``BatchPolicy`` protocol:
+      - ``metrics_to_log()``: quantities measured at the latest step (for the
+        "train" lines of metrics.jsonl), e.g. the gradient noise scale;
+      - ``summary()``: cumulative figures for summary.json, e.g. branch compute;
+      - ``lr_override(tokens)``: an LR that replaces the LR schedule's value
+        (None: follow the schedule).
+    """
+
+    kind = "policy"
+
+    def metrics_to_log(self) -> dict[str, float]:
+        """Latest measured quantities (empty by default)."""
+        return {}
+
+    def summary(self) -> dict[str, float]:
+        """Cumulative figures for the run summary (empty by default)."""
+        return {}
+
+    def lr_override(self, tokens: int) -> float | None:
+        """The LR to use after ``tokens`` tokens instead of the schedule's (None: no override)."""
+        return None
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return self.kind
+
+    def _check_state(self, state: Mapping[str, Any]) -> None:
+        """Refuse another policy's state; warn when the configuration changed since the save."""
+        if state.get("policy") != self.kind:
+            raise BatchConfigError(f"policy state is for {state.get('policy')!r}, not "
+                                   f"{self.kind!r}; the checkpoint came from another policy")
+        saved = state.get("describe")
+        if saved is not None and saved != self.describe():
+            warnings.warn(f"resuming policy {self.kind!r} configured as '{self.describe()}' "
+                          f"but the checkpoint used '{saved}'", stacklevel=3)
+
+
+class Ladder:
+    """The sorted batch sizes an adaptive policy moves between."""
+
+    def __init__(self, sizes: Iterable[int], *, name: str = "sizes"):
+        sizes = list(sizes)
+        problems = []
+        if not sizes:
+            problems.append(f"{name}: empty; give at least one batch size")
+        for i, size in enumerate(sizes):
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+                problems.append(f"{name}: entry {i} must be a positive int, got {size!r}")
+            elif i > 0 and isinstance(sizes[i - 1], int) and size <= sizes[i - 1]:
+                problems.append(f"{name}: sizes must be strictly increasing, but {size} "
+                                f"follows {sizes[i - 1]}")
+        if problems:
+            raise BatchConfigError(problems)
+        self.sizes: list[int] = sizes
+
+    @classmethod
+    def doubling(cls, start: int, top: int) -> "Ladder":
+        """``start, 2 start, 4 start, ...`` up to and including ``top`` (if reached)."""
+        if isinstance(start, bool) or not isinstance(start, int) or start <= 0:
+            raise BatchConfigError(f"ladder start must be a positive int, got {start!r}")
+        if isinstance(top, bool) or not isinstance(top, int) or top < start:
+            raise BatchConfigError(f"max_batch_size must be an int >= the start size {start}, "
+                                   f"got {top!r}")
+        sizes, size = [], start
+        while size <= top:
+            sizes.append(size)
+            size *= 2
+        return cls(sizes)
+
+    def __iter__(self):
+        return iter(self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __repr__(self) -> str:
+        return f"Ladder({self.sizes})"
+
+    @property
+    def smallest(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def largest(self) -> int:
+        return self.sizes[-1]
+
+    def index(self, batch_size: int) -> int:
+        """Index of the largest ladder size <= ``batch_size`` (0 below the ladder)."""
+        return max(bisect.bisect_right(self.sizes, batch_size) - 1, 0)
+
+    def above(self, batch_size: int) -> int | None:
+        """Smallest ladder size strictly above ``batch_size`` (None at the top)."""
+        i = bisect.bisect_right(self.sizes, batch_size)
+        return self.sizes[i] if i < len(self.sizes) else None
+
+    def below(self, batch_size: int) -> int | None:
+        """Largest ladder size strictly below ``batch_size`` (None at the bottom)."""
+        i = bisect.bisect_left(self.sizes, batch_size)
+        return self.sizes[i - 1] if i > 0 else None
+
+    def at_least(self, batch_size: float) -> int | None:
+        """Smallest ladder size >= ``batch_size`` (None if all are smaller)."""
+        i = bisect.bisect_left(self.sizes, batch_size)
+        return self.sizes[i] if i < len(self.sizes) else None
+
+    def nearest(self, target: float) -> int:
+        """The ladder size nearest to ``target`` in log scale (a positive, finite target)."""
+        if not (target > 0 and math.isfinite(target)):
+            raise ValueError(f"target batch size must be positive and finite, got {target!r}")
+        log_t = math.log(target)
+        return min(self.sizes, key=lambda s: (abs(math.log(s) - log_t), s))
+
+
+class TablePolicy(ScheduledPolicy, PolicyBase):
+    """A fixed schedule behind the policy interface, with its own kind and reason.
+
+    Used where a policy's decisions are known before training starts (WSD
+    token steps, FSL switch points, seesaw): the trainer gets ``.schedule`` for
+    prefetching and compile order, and every switch line carries ``reason``
+    plus the ``measured`` quantities the policy derived its table from.
+    """
+
+    def __init__(self, schedule: Schedule, *, kind: str, reason: str,
+                 measured: Mapping[str, float] | None = None):
+        super().__init__(schedule)
+        self.kind = kind
+        self.reason = reason
+        self.extra_measured = {k: float(v) for k, v in (measured or {}).items()}
+
+    def decide(self, step: int, tokens: int, batch_size: int,
+               metrics: Mapping[str, float]) -> Decision | None:
+        decision = super().decide(step, tokens, batch_size, metrics)
+        if decision is None:
+            return None
+        return Decision(decision.batch_size, self.reason,
+                        {**decision.measured, **self.extra_measured})
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.schedule.describe()}"

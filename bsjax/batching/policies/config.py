@@ -1,0 +1,373 @@
+"""The ``batch.policy`` config section: defaults, validation, and the policy it builds.
+
+``batch.policy.name`` picks the policy; each policy reads its own subsection
+(``batch.policy.<name>``) plus the shared ladder keys:
+
+- ``sizes``: the batch sizes an adaptive policy moves between, e.g.
+  "64 128 256 512" (must hold the start size ``batch.batch_size``); "" means
+  doubling from the start size up to ``max_batch_size``.
+- ``max_batch_size``: top of the doubling ladder (0: 8 x the start size).
+
+Policies other than "schedule" start from ``batch.batch_size`` (except
+``wsd_es``, which starts at its first target's B_opt) and need
+``batch.schedule = "constant"``: the fixed schedule keys belong to "schedule".
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+
+from bsjax.batching.buckets import bucket_for, enumerate_buckets
+from bsjax.batching.controller import BatchPolicy, ScheduledPolicy
+from bsjax.batching.errors import BatchConfigError
+from bsjax.batching.parsing import parse_count, parse_count_list
+from bsjax.batching.policies.common import Ladder
+from bsjax.batching.policies.fsl import fsl_policy
+from bsjax.batching.policies.noise_scale import NoiseScalePolicy
+from bsjax.batching.policies.probe import ProbePolicy
+from bsjax.batching.policies.seesaw import SeesawPolicy
+from bsjax.batching.policies.wsd_es import LossTargetPolicy, parse_loss_targets, token_stepped_policy
+from bsjax.batching.schedules import Schedule, schedule_from_config
+
+POLICY_NAMES = ("schedule", "noise_scale", "probe", "wsd_es", "fsl", "seesaw")
+WSD_MODES = ("loss", "tokens")
+DEFAULT_LADDER_SPAN = 8  # max_batch_size = 0 means 8 x the start size
+
+
+def default_policy_config() -> ml_collections.ConfigDict:
+    """Defaults of ``batch.policy``: name "schedule" (the fixed ``batch.schedule``).
+
+    noise_scale: batch = ``multiple`` x B_simple (McCandlish et al. 2018) from
+      EMAs with decay ``ema``, checked every ``decide_every`` steps after
+      ``warmup_steps`` estimates; ``hysteresis`` (fraction past the geometric
+      midpoint between ladder sizes) and ``patience`` (decisions in a row)
+      stop flapping; ``allow_decrease`` lets the batch shrink.
+    probe: branches at k B for k in ``factors`` over ``probe_tokens`` tokens,
+      every ``every_tokens`` tokens from ``start_tokens`` ("": every_tokens on);
+      k passes within ``eps`` (``eps_mode`` relative | absolute) of the smaller
+      k; double B when the measured CBS > ``cbs_over`` B (Merrill et al. 2025).
+      Branch LRs follow ``batch.lr_scaling`` ("sqrt" as in the paper).
+    wsd_es: ``mode`` "loss": ``targets`` "loss:B_opt ..." from a WSD sweep,
+      crossed by the running ``loss_key`` (train "loss" smoothed by ``ema``, or
+      "eval_loss" / "ewa_eval_loss"), not before ``min_steps``; ``mode``
+      "tokens": ``table`` "0:B1 2M:B2" (Zhou et al. 2026).
+    fsl: FSL exponents ``s`` and ``beta``, noise ``sigma2``, model LR ``lr`` and
+      the data budget ``budget_examples``; the ladder gives the phase sizes
+      (Wang et al. 2026).
+    seesaw: no own keys; doubles along the ladder where the LR schedule halves.
+    """
+    cfg = ml_collections.ConfigDict()
+    cfg.name = "schedule"
+    cfg.sizes = ""
+    cfg.max_batch_size = 0
+    cfg.noise_scale = ml_collections.ConfigDict(dict(
+        multiple=1.0, ema=0.95, decide_every=10, warmup_steps=20, hysteresis=0.25, patience=2,
+        allow_decrease=False))
+    cfg.probe = ml_collections.ConfigDict(dict(
+        factors="1 2 4", eps=0.01, eps_mode="relative", probe_tokens="100K", every_tokens="1M",
+        start_tokens="", cbs_over=2.0))
+    cfg.wsd_es = ml_collections.ConfigDict(dict(
+        mode="loss", targets="", table="", loss_key="loss", ema=0.9, min_steps=0))
+    cfg.fsl = ml_collections.ConfigDict(dict(
+        s=0.0, beta=0.0, sigma2=1.0, lr=0.5, budget_examples="0"))
+    return cfg
+
+
+_DEFAULTS = default_policy_config()
+SECTION_KEYS = {name: frozenset(_DEFAULTS[name].keys())
+                for name in ("noise_scale", "probe", "wsd_es", "fsl")}
+TOP_KEYS = frozenset(_DEFAULTS.keys())
+
+
+def _get(cfg: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
+    if cfg is None:
+        return default
+    return cfg[key] if key in cfg else default
+
+
+def _section(policy_cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The policy's subsection with defaults filled in."""
+    merged = dict(_DEFAULTS[name])
+    merged.update(dict(_get(policy_cfg, name, {}) or {}))
+    return merged
+
+
+def _prefixed(problems: Sequence[str], prefix: str) -> list[str]:
+    return [p if p.startswith("batch.") else f"{prefix}: {p}" for p in problems]
+
+
+def ladder_from_config(policy_cfg: Mapping[str, Any] | None, start: int) -> Ladder:
+    """The ladder of ``batch.policy.sizes`` / ``max_batch_size`` for a run starting at ``start``.
+
+    Raises:
+      BatchConfigError naming the key when the sizes are unreadable, unsorted,
+      miss the start size, or ``max_batch_size`` is below it.
+    """
+    spec = _get(policy_cfg, "sizes", "")
+    if spec:
+        try:
+            sizes = parse_count_list(spec, name="batch.policy.sizes")
+            ladder = Ladder(sizes, name="batch.policy.sizes")
+        except BatchConfigError as err:
+            raise BatchConfigError(_prefixed(err.problems, "batch.policy.sizes")) from None
+        if start not in ladder.sizes:
+            raise BatchConfigError(f"batch.policy.sizes: {ladder.sizes} must include the start "
+                                   f"size batch.batch_size={start}")
+        return ladder
+    top = _get(policy_cfg, "max_batch_size", 0)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise BatchConfigError(f"batch.policy.max_batch_size must be an int >= 0 (0: "
+                               f"{DEFAULT_LADDER_SPAN} x the start size), got {top!r}")
+    if top and top < start:
+        raise BatchConfigError(f"batch.policy.max_batch_size={top} is below the start size "
+                               f"batch.batch_size={start}")
+    return Ladder.doubling(start, top or DEFAULT_LADDER_SPAN * start)
+
+
+def _count(value: Any, key: str, *, positive: bool = True) -> int:
+    n = parse_count(value, name=key)
+    if n < (1 if positive else 0):
+        raise BatchConfigError(f"{key} must be {'positive' if positive else '>= 0'}, got {value!r}")
+    return n
+
+
+def _build_noise_scale(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
+    c = _section(policy_cfg, "noise_scale")
+    ladder = Ladder(sizes) if sizes is not None else ladder_from_config(policy_cfg, start)
+    buckets = None
+    if data_shards:
+        try:
+            buckets = enumerate_buckets(ladder.sizes, data_shards,
+                                        _get(batch_cfg, "micro_batch_per_device", 16),
+                                        _get(batch_cfg, "max_accum_steps", 0) or None)
+        except BatchConfigError:
+            buckets = None  # reported by the bucket check of validation
+    return NoiseScalePolicy(ladder, start, multiple=c["multiple"], ema=c["ema"],
+                            decide_every=c["decide_every"], warmup_steps=c["warmup_steps"],
+                            hysteresis=c["hysteresis"], patience=c["patience"],
+                            allow_decrease=c["allow_decrease"], buckets=buckets)
+
+
+def _build_probe(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
+    c = _section(policy_cfg, "probe")
+    ladder = Ladder(sizes) if sizes is not None else ladder_from_config(policy_cfg, start)
+    problems = []
+    values = {}
+    for key in ("probe_tokens", "every_tokens"):
+        try:
+            values[key] = _count(c[key], f"batch.policy.probe.{key}")
+        except BatchConfigError as err:
+            problems += err.problems
+    start_tokens = None
+    if c["start_tokens"] not in ("", None):
+        try:
+            start_tokens = _count(c["start_tokens"], "batch.policy.probe.start_tokens",
+                                  positive=False)
+        except BatchConfigError as err:
+            problems += err.problems
+    try:
+        factors = parse_count_list(c["factors"], name="batch.policy.probe.factors")
+    except BatchConfigError as err:
+        problems += err.problems
+        factors = []
+    if problems:
+        raise BatchConfigError(problems)
+    return ProbePolicy(ladder, start, ctx_len=ctx_len, factors=factors,
+                       probe_tokens=values["probe_tokens"], every_tokens=values["every_tokens"],
+                       start_tokens=start_tokens, eps=c["eps"], eps_mode=c["eps_mode"],
+                       cbs_over=c["cbs_over"], lr_rule=_get(batch_cfg, "lr_scaling", "none"))
+
+
+def _build_wsd_es(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
+    c = _section(policy_cfg, "wsd_es")
+    if c["mode"] == "tokens":
+        return token_stepped_policy(c["table"])
+    if c["mode"] != "loss":
+        raise BatchConfigError(f"batch.policy.wsd_es.mode: unknown mode {c['mode']!r}; "
+                               f"expected one of {', '.join(WSD_MODES)}")
+    targets = parse_loss_targets(c["targets"], name="batch.policy.wsd_es.targets")
+    return LossTargetPolicy(targets, loss_key=c["loss_key"], ema=c["ema"],
+                            min_steps=c["min_steps"])
+
+
+def _build_fsl(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
+    c = _section(policy_cfg, "fsl")
+    ladder = Ladder(sizes) if sizes is not None else ladder_from_config(policy_cfg, start)
+    phases = [B for B in ladder.sizes if B >= start]
+    budget = parse_count(c["budget_examples"], name="batch.policy.fsl.budget_examples")
+    if budget <= 0:
+        raise BatchConfigError("batch.policy.fsl.budget_examples must be set to the run's data "
+                               "budget in examples (e.g. train.max_tokens / model.ctx_len), got "
+                               f"{c['budget_examples']!r}")
+    if len(phases) < 2:
+        raise BatchConfigError(f"batch.policy.sizes: fsl needs at least two phase sizes from "
+                               f"batch.batch_size={start} on, got {phases}")
+    return fsl_policy(phases, budget, ctx_len=ctx_len, s=c["s"], beta=c["beta"],
+                      sigma2=c["sigma2"], lr=c["lr"])
+
+
+def _build_seesaw(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
+    ladder = Ladder(sizes) if sizes is not None else ladder_from_config(policy_cfg, start)
+    _check_doubling(ladder, start)
+    if lr_schedule is None:
+        raise BatchConfigError("batch.policy.name='seesaw' needs the LR schedule: pass "
+                               "lr_schedule=bsjax.optim.lr_schedule_from_config(config.optim)")
+    return SeesawPolicy(lr_schedule, start, ladder.largest)
+
+
+def _check_doubling(ladder: Ladder, start: int) -> None:
+    expected = [start * 2 ** i for i in range(len(ladder))]
+    if ladder.sizes != expected:
+        raise BatchConfigError(f"batch.policy.sizes: seesaw doubles the batch at each step, so "
+                               f"the ladder must be {expected[:4]}..., got {ladder.sizes}")
+
+
+_BUILDERS: dict[str, Callable[..., BatchPolicy]] = {
+    "noise_scale": _build_noise_scale, "probe": _build_probe, "wsd_es": _build_wsd_es,
+    "fsl": _build_fsl, "seesaw": _build_seesaw,
+}
+
+
+def policy_from_config(batch_cfg: Mapping[str, Any], schedule: Schedule | None = None,
+                       sizes: Sequence[int] | None = None, *, ctx_len: int,
+                       data_shards: int | None = None, lr_schedule: Any = None) -> BatchPolicy:
+    """The policy ``batch_cfg.policy.name`` names, built from its section.
+
+    Args:
+      batch_cfg: the ``batch`` config section (``policy`` may be missing: "schedule").
+      schedule: the fixed schedule of ``batch_cfg`` (built here when None);
+        "schedule" wraps it, the others take their start size from it.
+      sizes: a ladder to use instead of ``batch.policy.sizes`` / ``max_batch_size``.
+      ctx_len: tokens per sequence (token-keyed tables, branch step counts).
+      data_shards: data-parallel width; with it, noise_scale knows each size's
+        (K, M) when the trainer's metrics do not say.
+      lr_schedule: ``bsjax.optim.LRSchedule`` (anything with ``halving_tokens()``,
+        ``peak_lr``, ``warmup_tokens``); seesaw needs it.
+
+    Raises:
+      BatchConfigError listing the problems, each naming its key.
+    """
+    policy_cfg = _get(batch_cfg, "policy")
+    name = _get(policy_cfg, "name", "schedule")
+    if schedule is None:
+        schedule = schedule_from_config(batch_cfg)
+    if name == "schedule":
+        return ScheduledPolicy(schedule)
+    if name not in _BUILDERS:
+        raise BatchConfigError(f"batch.policy.name: unknown policy {name!r}; expected one of "
+                               f"{', '.join(POLICY_NAMES)}")
+    try:
+        return _BUILDERS[name](batch_cfg, policy_cfg, schedule.batch_size_at(0),
+                               None if sizes is None else list(sizes), ctx_len, data_shards,
+                               lr_schedule)
+    except BatchConfigError as err:
+        raise BatchConfigError(_prefixed(err.problems, f"batch.policy.{name}")) from None
+
+
+def _key_problems(policy_cfg: Mapping[str, Any]) -> list[str]:
+    problems = [f"batch.policy.{key}: unknown key; known keys: {', '.join(sorted(TOP_KEYS))}"
+                for key in sorted(set(policy_cfg.keys()) - TOP_KEYS)]
+    for section, known in SECTION_KEYS.items():
+        sub = _get(policy_cfg, section)
+        if sub is None:
+            continue
+        problems += [f"batch.policy.{section}.{key}: unknown key; known keys: "
+                     f"{', '.join(sorted(known))}" for key in sorted(set(sub.keys()) - known)]
+    return problems
+
+
+def _noise_scale_accum_problems(policy: NoiseScalePolicy, batch_cfg, data_shards: int) -> list[str]:
+    """The estimator needs K >= 2 micro-steps at every ladder size."""
+    micro = _get(batch_cfg, "micro_batch_per_device", 16)
+    max_accum = _get(batch_cfg, "max_accum_steps", 0) or None
+    single = []
+    for B in policy.ladder.sizes:
+        try:
+            if bucket_for(B, data_shards, micro, max_accum).K < 2:
+                single.append(B)
+        except BatchConfigError:
+            continue  # the bucket check reports it
+    if not single:
+        return []
+    fix = min(single) // (2 * data_shards)
+    remedy = (f"set batch.micro_batch_per_device <= {fix}" if fix >= 1 else
+              f"the smallest size must be at least {2 * data_shards} (two micro-steps on "
+              f"{data_shards} data shards)")
+    return [f"batch.policy.name='noise_scale' measures the noise scale from >= 2 micro-steps "
+            f"per step, but batch sizes {single} run as one micro-step (K=1) with "
+            f"batch.micro_batch_per_device={micro} on {data_shards} data shards; {remedy}"]
+
+
+def _sizes_key(policy_cfg: Mapping[str, Any], name: str) -> str:
+    """The key a policy's batch sizes come from, for messages."""
+    if name == "wsd_es":
+        mode = _section(policy_cfg, "wsd_es")["mode"]
+        return "batch.policy.wsd_es.table" if mode == "tokens" else "batch.policy.wsd_es.targets"
+    key = "batch.policy.sizes" if _get(policy_cfg, "sizes", "") else "batch.policy.max_batch_size"
+    return f"{key} (policy {name!r})"
+
+
+def validate_policy_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int, *,
+                           lr_schedule: Any = None) -> list[str]:
+    """Every problem of ``batch.policy``, one message each; [] when it is usable.
+
+    Checks unknown keys, the chosen policy's section (by building it), that
+    every size it may ask for (branches included) fits a shape bucket, that
+    noise_scale gets K >= 2 micro-steps at every size, that the fixed schedule
+    keys are left alone by adaptive policies, and that seesaw and the probe
+    agree with ``batch.lr_scaling``. Seesaw's sizes depend on the LR schedule;
+    without ``lr_schedule`` only its ladder is checked.
+    """
+    policy_cfg = _get(batch_cfg, "policy")
+    if policy_cfg is None:
+        return []
+    problems = _key_problems(policy_cfg)
+    name = _get(policy_cfg, "name", "schedule")
+    if name not in POLICY_NAMES:
+        return problems + [f"batch.policy.name: unknown policy {name!r}; expected one of "
+                           f"{', '.join(POLICY_NAMES)}"]
+    if name == "schedule":
+        return problems
+    if _get(batch_cfg, "schedule", "constant") != "constant":
+        problems.append(f"batch.schedule={_get(batch_cfg, 'schedule')!r} is for "
+                        f"batch.policy.name='schedule'; policy {name!r} sets the sizes itself "
+                        f"(from batch.batch_size): set batch.schedule='constant'")
+        return problems
+    try:
+        schedule = schedule_from_config(batch_cfg)
+    except BatchConfigError:
+        return problems  # the schedule check reports it
+    if name == "seesaw":
+        lr_rule = _get(batch_cfg, "lr_scaling", "none")
+        if lr_rule != "none":
+            problems.append(f"batch.lr_scaling={lr_rule!r} with batch.policy.name='seesaw': seesaw "
+                            f"sets the LR itself (x 1/sqrt(2) per doubling); set "
+                            f"batch.lr_scaling='none'")
+        if lr_schedule is None:
+            try:
+                ladder = ladder_from_config(policy_cfg, schedule.batch_size_at(0))
+                _check_doubling(ladder, schedule.batch_size_at(0))
+            except BatchConfigError as err:
+                return problems + err.problems
+            sizes = ladder.sizes
+            policy = None
+    if name != "seesaw" or lr_schedule is not None:
+        try:
+            policy = policy_from_config(batch_cfg, schedule, ctx_len=ctx_len,
+                                        data_shards=data_shards, lr_schedule=lr_schedule)
+        except BatchConfigError as err:
+            return problems + err.problems
+        sizes = policy.candidate_sizes()
+    micro = _get(batch_cfg, "micro_batch_per_device", 16)
+    max_accum = _get(batch_cfg, "max_accum_steps", 0) or None
+    if isinstance(micro, int) and micro > 0 and isinstance(data_shards, int) and data_shards > 0:
+        try:
+            enumerate_buckets(sizes, data_shards, micro, max_accum)
+        except BatchConfigError as err:
+            problems += _prefixed(err.problems, _sizes_key(policy_cfg, name))
+        except TypeError:
+            pass
+        if isinstance(policy, NoiseScalePolicy):
+            problems += _noise_scale_accum_problems(policy, batch_cfg, data_shards)
+    return problems
