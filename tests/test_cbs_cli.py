@@ -1,4 +1,5 @@
 """`bsjax fit-cbs` through fit_cbs_main."""
+
 import json
 
 import numpy as np
@@ -44,7 +45,11 @@ def test_fitted_alpha_and_bootstrap(tmp_path, capsys):
     assert fit_cbs_main([str(path), "--alpha", "fit", "--bootstrap", "40", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["alpha_fitted"] and data["alpha"] == pytest.approx(1.15, abs=0.1)
-    assert data["ci"]["critical_batch_size"]["low"] < data["critical_batch_size"] < data["ci"]["critical_batch_size"]["high"]
+    assert (
+        data["ci"]["critical_batch_size"]["low"]
+        < data["critical_batch_size"]
+        < data["ci"]["critical_batch_size"]["high"]
+    )
 
 
 def test_text_output_names_every_number(table6_85m, capsys):

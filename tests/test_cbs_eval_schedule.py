@@ -1,4 +1,5 @@
 """The hybrid evaluation schedule and steps to target."""
+
 import math
 
 import pytest
@@ -101,3 +102,8 @@ def test_steps_to_target_first_eval_at_or_below():
 def test_steps_to_target_wrong_key_is_named():
     with pytest.raises(EvalScheduleError, match="ewa_eval_loss"):
         steps_to_target([{"kind": "eval", "step": 1, "eval_loss": 3.0}], 3.0)
+
+
+def test_dense_points_round_half_up():
+    # 0.75 * 150 = 112.5 and 0.85 * 150 = 127.5
+    assert [s for s in eval_steps(150) if s > 100] == [105, 113, 120, 128, 135, 143, 150]

@@ -1,4 +1,5 @@
 """Y(B) fits and the critical batch size: synthetic recovery and the paper's Table 6."""
+
 import json
 import math
 import warnings
@@ -67,8 +68,12 @@ def test_fitted_alpha_recovery():
 
 
 def test_critical_batch_size_solves_the_defining_equation():
-    for a, b, alpha, b_opt, rho in [(1300.0, 3e6, 1.0, 256.0, 0.2), (1348.31, 3386537.23, 1.03, 256, 0.2),
-                                    (2000.0, 5e6, 0.8, 128, 0.1), (500.0, 1e9, 1.7, 256, 0.3)]:
+    for a, b, alpha, b_opt, rho in [
+        (1300.0, 3e6, 1.0, 256.0, 0.2),
+        (1348.31, 3386537.23, 1.03, 256, 0.2),
+        (2000.0, 5e6, 0.8, 128, 0.1),
+        (500.0, 1e9, 1.7, 256, 0.3),
+    ]:
         bstar = critical_batch_size(a, b, alpha, b_opt, rho)
         assert bstar > b_opt
         lhs = (a + b / b_opt**alpha) * (1 + rho) * b_opt
@@ -115,8 +120,17 @@ def test_bootstrap_intervals_cover_truth_and_are_seeded():
 def test_to_json_round_trips():
     fit = fit_steps_curve(BATCH, 1300 + 2.8e6 / BATCH, bootstrap=20)
     data = json.loads(fit.to_json())
-    for key in ("a", "b", "alpha", "b_opt", "overhead", "critical_batch_size", "log2_critical_batch_size",
-                "residuals", "n_points"):
+    for key in (
+        "a",
+        "b",
+        "alpha",
+        "b_opt",
+        "overhead",
+        "critical_batch_size",
+        "log2_critical_batch_size",
+        "residuals",
+        "n_points",
+    ):
         assert key in data
     assert data["critical_batch_size"] == pytest.approx(fit.critical_batch_size)
     assert data["ci"]["critical_batch_size"]["low"] <= data["critical_batch_size"]
@@ -166,3 +180,10 @@ def test_extrapolated_bstar_is_flagged():
     with pytest.warns(CbsFitWarning, match="extrapolation"):
         fit = fit_steps_curve(batch, 300 + 2e7 / batch)
     assert fit.critical_batch_size > batch.max()
+
+
+def test_no_fake_zero_width_interval_from_minimal_data():
+    batch = [32, 64, 128]
+    with pytest.warns(CbsFitWarning, match="no bootstrap intervals"):
+        fit = fit_steps_curve(batch, [128, 116, 105], b_opt=32, bootstrap=50)
+    assert fit.ci == {}

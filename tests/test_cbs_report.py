@@ -3,6 +3,7 @@
 The run folders follow the contract of DESIGN.md ("A run's folder"): config.json,
 metrics.jsonl and summary.json, written here from known Y(B) curves (no training).
 """
+
 import csv
 import json
 import math
@@ -20,19 +21,40 @@ from bsjax.cbs.results import SweepError, SweepWarning, load_sweep
 CORPUS = {"name": "embedded", "python": "3.11.9", "files": 812, "sha256": "5e1f00d"}
 CTX = 64
 BATCH = [64, 128, 256, 512, 1024, 2048, 4096]
-MODELS = {"s1": (1_000_000, 1300.0, 2.8e6, 3.4), "s2": (2_000_000, 1750.0, 5.7e6, 3.2),
-          "s4": (4_000_000, 2100.0, 1.14e7, 3.0)}
+MODELS = {
+    "s1": (1_000_000, 1300.0, 2.8e6, 3.4),
+    "s2": (2_000_000, 1750.0, 5.7e6, 3.2),
+    "s4": (4_000_000, 2100.0, 1.14e7, 3.0),
+}
 
 
-def write_run(root, name, *, preset, params, batch, lr, target, true_steps, status=None, stop_at=None,
-              summary_has_stt=True, seed=0):
+def write_run(
+    root,
+    name,
+    *,
+    preset,
+    params,
+    batch,
+    lr,
+    target,
+    true_steps,
+    status=None,
+    stop_at=None,
+    summary_has_stt=True,
+    seed=0,
+):
     """A run folder whose EWA eval loss first reaches ``target`` just after ``true_steps``."""
     run = root / name
     run.mkdir(parents=True)
-    config = {"seed": seed, "model": {"preset": preset, "ctx_len": CTX},
-              "optim": {"lr": lr, "b2": 0.99 if batch <= 512 else 0.95, "ewa_tau": 0.999, "warmup_tokens": 20_000},
-              "batch": {"batch_size": batch}, "train": {"target_loss": target},
-              "target": {"ref_tokens": 20 * params}, "corpus": CORPUS}
+    config = {
+        "seed": seed,
+        "model": {"preset": preset, "ctx_len": CTX},
+        "optim": {"lr": lr, "b2": 0.99 if batch <= 512 else 0.95, "ewa_tau": 0.999, "warmup_tokens": 20_000},
+        "batch": {"batch_size": batch},
+        "train": {"target_loss": target},
+        "target": {"ref_tokens": 20 * params},
+        "corpus": CORPUS,
+    }
     (run / "config.json").write_text(json.dumps(config))
     n = expected_steps_for(batch, 256, 12_000)
     cap = stop_at or int(max(4 * n, 3 * (true_steps or 0)))
@@ -50,13 +72,22 @@ def write_run(root, name, *, preset, params, batch, lr, target, true_steps, stat
             hit = step
             break
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    summary = {"status": status or ("target_reached" if hit else "max_steps"), "steps": step,
-               "examples": step * batch, "tokens": step * batch * CTX, "batch_size": batch,
-               "steps_to_target": hit if summary_has_stt else None,
-               "tokens_to_target": hit * batch * CTX if hit and summary_has_stt else None,
-               "target_loss": target, "model_params": params, "ctx_len": CTX,
-               "final_eval_loss": lines[-1]["eval_loss"], "final_ewa_eval_loss": lines[-1]["ewa_eval_loss"],
-               "wall_s": 3.5, "corpus": CORPUS}
+    summary = {
+        "status": status or ("target_reached" if hit else "max_steps"),
+        "steps": step,
+        "examples": step * batch,
+        "tokens": step * batch * CTX,
+        "batch_size": batch,
+        "steps_to_target": hit if summary_has_stt else None,
+        "tokens_to_target": hit * batch * CTX if hit and summary_has_stt else None,
+        "target_loss": target,
+        "model_params": params,
+        "ctx_len": CTX,
+        "final_eval_loss": lines[-1]["eval_loss"],
+        "final_ewa_eval_loss": lines[-1]["ewa_eval_loss"],
+        "wall_s": 3.5,
+        "corpus": CORPUS,
+    }
     (run / "summary.json").write_text(json.dumps(summary))
     return hit
 
@@ -67,18 +98,45 @@ def make_sweep(root, models=MODELS, seed=0):
         for batch in BATCH:
             for lr, slower in ((3e-3, 1.0), (1e-3, 1.25)):
                 true_steps = (a + b / batch) * slower * math.exp(rng.normal(0, 0.02))
-                write_run(root, f"{preset}_b{batch}_lr{lr:g}", preset=preset, params=params, batch=batch, lr=lr,
-                          target=target, true_steps=true_steps)
+                write_run(
+                    root,
+                    f"{preset}_b{batch}_lr{lr:g}",
+                    preset=preset,
+                    params=params,
+                    batch=batch,
+                    lr=lr,
+                    target=target,
+                    true_steps=true_steps,
+                )
     return root
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = make_sweep(tmp_path_factory.mktemp("sweep"))
-    write_run(root, "s1_b8192_unlucky", preset="s1", params=1_000_000, batch=8192, lr=1e-2, target=3.4,
-              true_steps=None, stop_at=300)
-    write_run(root, "s2_b8192_diverged", preset="s2", params=2_000_000, batch=8192, lr=1e-2, target=3.2,
-              true_steps=None, stop_at=40, status="diverged")
+    write_run(
+        root,
+        "s1_b8192_unlucky",
+        preset="s1",
+        params=1_000_000,
+        batch=8192,
+        lr=1e-2,
+        target=3.4,
+        true_steps=None,
+        stop_at=300,
+    )
+    write_run(
+        root,
+        "s2_b8192_diverged",
+        preset="s2",
+        params=2_000_000,
+        batch=8192,
+        lr=1e-2,
+        target=3.2,
+        true_steps=None,
+        stop_at=40,
+        status="diverged",
+    )
     (root / "not_a_run").mkdir()  # no summary.json: ignored
     return root
 
@@ -99,8 +157,17 @@ def test_load_sweep_picks_best_runs_and_names_the_excluded(sweep):
 
 
 def test_steps_to_target_recomputed_from_metrics(tmp_path):
-    hit = write_run(tmp_path, "r", preset="s1", params=1, batch=256, lr=1e-3, target=3.0, true_steps=5000,
-                    summary_has_stt=False)
+    hit = write_run(
+        tmp_path,
+        "r",
+        preset="s1",
+        params=1,
+        batch=256,
+        lr=1e-3,
+        target=3.0,
+        true_steps=5000,
+        summary_has_stt=False,
+    )
     (run,) = load_sweep(tmp_path).runs
     assert run.steps_to_target == hit and run.steps_to_target_source == "metrics"
 
@@ -109,8 +176,15 @@ def test_report_files_numbers_and_plots(sweep):
     path = write_report(sweep, bootstrap=30, seed=0)
     out = sweep / "report"
     assert path == out / "report.md"
-    for name in ("results.csv", "fits.json", "steps_vs_batch.png", "ewa_eval_loss.png", "steps_examples.png",
-                 "scaling_N.png", "scaling_D.png"):
+    for name in (
+        "results.csv",
+        "fits.json",
+        "steps_vs_batch.png",
+        "ewa_eval_loss.png",
+        "steps_examples.png",
+        "scaling_N.png",
+        "scaling_D.png",
+    ):
         assert (out / name).is_file(), name
     for png in out.glob("*.png"):
         pixels = mpimg.imread(png)
@@ -150,8 +224,17 @@ def test_report_files_numbers_and_plots(sweep):
 
 def test_no_run_at_target_is_a_clear_message(tmp_path, capsys):
     for batch in (256, 512, 1024):
-        write_run(tmp_path, f"b{batch}", preset="s1", params=1_000_000, batch=batch, lr=1e-3, target=3.0,
-                  true_steps=None, stop_at=200)
+        write_run(
+            tmp_path,
+            f"b{batch}",
+            preset="s1",
+            params=1_000_000,
+            batch=batch,
+            lr=1e-3,
+            target=3.0,
+            true_steps=None,
+            stop_at=200,
+        )
     assert analyze_main([str(tmp_path), "--bootstrap", "0"]) == 0
     captured = capsys.readouterr()
     assert "B*: not measured" in captured.out
@@ -163,8 +246,16 @@ def test_no_run_at_target_is_a_clear_message(tmp_path, capsys):
 
 def test_too_few_batch_sizes_is_reported_not_raised(tmp_path):
     for batch in (256, 512):
-        write_run(tmp_path, f"b{batch}", preset="s1", params=1_000_000, batch=batch, lr=1e-3, target=3.0,
-                  true_steps=2000 + 3e6 / batch)
+        write_run(
+            tmp_path,
+            f"b{batch}",
+            preset="s1",
+            params=1_000_000,
+            batch=batch,
+            lr=1e-3,
+            target=3.0,
+            true_steps=2000 + 3e6 / batch,
+        )
     text = write_report(tmp_path, bootstrap=0).read_text()
     assert "need at least 3 distinct batch sizes" in text
 

@@ -1,4 +1,5 @@
 """The steps-examples trade-off (McCandlish et al. 2018) and the WSD E(S) curve."""
+
 import numpy as np
 import pytest
 
@@ -52,8 +53,9 @@ def true_examples(steps):
     b_m1 = 2 * c * (s_opt - s_1) * (s_1 - s_min) ** 2
     b_0 = c * (s_opt - s_1) ** 2 + e_min - b_m1 / (s_1 - s_min)
     a_0 = c * (s_2 - s_opt) ** 2 + e_min - B_MIN_TRUE * s_2
-    return np.where(s <= s_1, b_m1 / (s - s_min) + b_0,
-                    np.where(s <= s_2, c * (s - s_opt) ** 2 + e_min, B_MIN_TRUE * s + a_0))
+    return np.where(
+        s <= s_1, b_m1 / (s - s_min) + b_0, np.where(s <= s_2, c * (s - s_opt) ** 2 + e_min, B_MIN_TRUE * s + a_0)
+    )
 
 
 STEPS = np.geomspace(1150, 12000, 14)

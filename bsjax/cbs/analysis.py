@@ -3,6 +3,7 @@
 Pure computation on :mod:`bsjax.cbs.results` (no plotting): ``report.py``
 renders what this returns, and ``bsjax analyze`` prints its B* values.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,8 +85,12 @@ def analyze_sweep(
             if len(distinct) >= MIN_SCALING_SIZES:
                 try:
                     scaling[variable] = fit_scaling_law(
-                        [x for x, _ in pairs], [y for _, y in pairs], variable=variable,
-                        bootstrap=bootstrap, seed=seed, ci_level=ci_level,
+                        [x for x, _ in pairs],
+                        [y for _, y in pairs],
+                        variable=variable,
+                        bootstrap=bootstrap,
+                        seed=seed,
+                        ci_level=ci_level,
                     )
                     sources[variable] = used
                 except CurveFitError as exc:
@@ -106,8 +111,14 @@ def _analyze_curve(curve: Curve, b_opt, overhead, alpha, bootstrap, seed, ci_lev
     sizes, steps = curve.batch_sizes(), curve.steps()
     try:
         fit = fit_steps_curve(
-            sizes, steps, alpha=alpha, b_opt=b_opt, overhead=overhead,
-            bootstrap=bootstrap, seed=seed, ci_level=ci_level,
+            sizes,
+            steps,
+            alpha=alpha,
+            b_opt=b_opt,
+            overhead=overhead,
+            bootstrap=bootstrap,
+            seed=seed,
+            ci_level=ci_level,
         )
         notes.extend(f"{curve.label}: {w}" for w in fit.warnings)
     except CurveFitError as exc:

@@ -3,6 +3,7 @@
 Both take ``argv`` without the subcommand name and return an exit status:
 0 on success, 2 for bad usage or input (with one message on stderr).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ def _alpha(text: str) -> str | float:
     try:
         value = _positive_float(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 1 (or another positive number) or 'fit', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected 1 (or another positive number) or 'fit', got {text!r}"
+        ) from None
     return value
 
 
@@ -86,11 +89,30 @@ def _fit_cbs_parser() -> argparse.ArgumentParser:
         description="Fit log Y = log(a + b / B^alpha) to steps to target Y at batch sizes B and print the "
         "critical batch size at the given overhead over linear scaling from B_opt.",
     )
-    p.add_argument("csv", metavar="FILE.csv", help="CSV with columns batch_size,steps (repeated sizes keep the fewest steps)")
-    p.add_argument("--b-opt", type=_positive_float, default=DEFAULT_B_OPT, help="batch size in the linear-scaling regime (default 256)")
-    p.add_argument("--overhead", type=_positive_float, default=DEFAULT_OVERHEAD, help="tolerated overhead rho over linear scaling (default 0.2)")
-    p.add_argument("--alpha", type=_alpha, default=1.0, help="'1' (default) to hold alpha at 1, or 'fit' to fit it")
-    p.add_argument("--bootstrap", type=_non_negative_int, default=0, help="bootstrap resamples for 95%% intervals (default 0: none)")
+    p.add_argument(
+        "csv", metavar="FILE.csv", help="CSV with columns batch_size,steps (repeated sizes keep the fewest steps)"
+    )
+    p.add_argument(
+        "--b-opt",
+        type=_positive_float,
+        default=DEFAULT_B_OPT,
+        help="batch size in the linear-scaling regime (default 256)",
+    )
+    p.add_argument(
+        "--overhead",
+        type=_positive_float,
+        default=DEFAULT_OVERHEAD,
+        help="tolerated overhead rho over linear scaling (default 0.2)",
+    )
+    p.add_argument(
+        "--alpha", type=_alpha, default=1.0, help="'1' (default) to hold alpha at 1, or 'fit' to fit it"
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=0,
+        help="bootstrap resamples for 95%% intervals (default 0: none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     return p
@@ -112,8 +134,15 @@ def fit_cbs_main(argv: list[str]) -> int:
         sizes, steps = read_steps_csv(args.csv)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CbsFitWarning)
-            fit = fit_steps_curve(sizes, steps, alpha=args.alpha, b_opt=args.b_opt, overhead=args.overhead,
-                                  bootstrap=args.bootstrap, seed=args.seed)
+            fit = fit_steps_curve(
+                sizes,
+                steps,
+                alpha=args.alpha,
+                b_opt=args.b_opt,
+                overhead=args.overhead,
+                bootstrap=args.bootstrap,
+                seed=args.seed,
+            )
     except (CsvInputError, CurveFitError) as exc:
         print(f"bsjax fit-cbs: error: {exc}", file=sys.stderr)
         return 2
@@ -165,8 +194,14 @@ def analyze_main(argv: list[str]) -> int:
     from bsjax.cbs.results import SweepError
 
     try:
-        analysis = analyze_sweep(args.dir, b_opt=args.b_opt, overhead=args.overhead, alpha=args.alpha,
-                                 bootstrap=args.bootstrap, seed=args.seed)
+        analysis = analyze_sweep(
+            args.dir,
+            b_opt=args.b_opt,
+            overhead=args.overhead,
+            alpha=args.alpha,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+        )
     except (SweepError, CurveFitError) as exc:
         print(f"bsjax analyze: error: {exc}", file=sys.stderr)
         return 2

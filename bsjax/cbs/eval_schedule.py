@@ -10,6 +10,7 @@ dense grid continues past n (1.05n, 1.10n, ...) up to the cap.
 
 This module is pure Python (no numpy, no I/O) so the training loop can use it.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,7 +50,7 @@ def eval_steps(
     """Sorted, unique steps (>= 1) at which to evaluate.
 
     The union of: every power of two, every multiple of ``every``, and
-    ``round(f * expected_steps)`` for ``f = dense_from, dense_from +
+    ``f * expected_steps`` rounded half up for ``f = dense_from, dense_from +
     dense_every, ...`` up to 1. The schedule ends at ``max_steps`` when given
     (else at ``expected_steps``); if ``max_steps`` exceeds ``expected_steps``
     and ``dense_beyond`` is true, the dense grid keeps its spacing of
@@ -68,13 +69,14 @@ def eval_steps(
         p *= 2
     steps.update(range(every, limit + 1, every))
     end_fraction = limit / n if (dense_beyond and limit > n) else 1.0
-    # Count grid points in integers so 0.7 + k * 0.05 does not drift past 1.0.
+    # Index grid points by an integer k so 0.7 + k * 0.05 cannot accumulate
+    # drift; halves round up (112.5 -> 113), with a hair of slack for float error.
     k = 0
     while True:
         fraction = start + k * spacing
         if fraction > end_fraction + 1e-9:
             break
-        step = int(round(fraction * n))
+        step = int(math.floor(fraction * n + 0.5 + 1e-9))
         if 1 <= step <= limit:
             steps.add(step)
         k += 1

@@ -16,6 +16,7 @@ Note on the paper's Table 6 (b): its caption computes ``B*`` for a fitted
 alpha as ``((b + 5a * 1.2 * B_opt) / (5a)) ** (1 / alpha)``, which is not the
 root of the equation above unless alpha = 1. We solve the equation itself.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -151,9 +152,7 @@ def best_per_batch_size(batch_sizes, steps) -> tuple[np.ndarray, np.ndarray]:
     b_arr = _as_positive_array(batch_sizes, "batch_sizes")
     y_arr = _as_positive_array(steps, "steps")
     if b_arr.shape != y_arr.shape:
-        raise CurveFitError(
-            f"batch_sizes and steps must have the same length, got {b_arr.size} and {y_arr.size}"
-        )
+        raise CurveFitError(f"batch_sizes and steps must have the same length, got {b_arr.size} and {y_arr.size}")
     uniq = np.unique(b_arr)
     best = np.array([y_arr[b_arr == b].min() for b in uniq])
     return uniq, best
@@ -234,7 +233,9 @@ def fit_inverse_power(x, y, alpha: float | None = 1.0, *, init: Sequence[float] 
 
     best = None
     for p0 in starts:
-        sol = optimize.least_squares(residual, p0, method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+        sol = optimize.least_squares(
+            residual, p0, method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000
+        )
         if best is None or sol.cost < best.cost:
             best = sol
     params = best.x
@@ -359,8 +360,16 @@ def fit_steps_curve(
     notes.extend(_range_notes(b_arr, b_star, b_opt))
 
     ci: dict[str, Interval] = {}
-    if bootstrap:
-        samples = _bootstrap(raw_b, raw_y, alpha_fixed, b_opt, overhead, bootstrap, seed, min_points, (a_fit, b_fit, alpha_fit))
+    if bootstrap and b_arr.size == min_points:
+        # Resamples must keep min_points distinct sizes, so each usable one is the
+        # full data set again: a zero-width interval that would look like certainty.
+        notes.append(
+            f"no bootstrap intervals: they need more than {min_points} distinct batch sizes, got {b_arr.size}"
+        )
+    elif bootstrap:
+        samples = _bootstrap(
+            raw_b, raw_y, alpha_fixed, b_opt, overhead, bootstrap, seed, min_points, (a_fit, b_fit, alpha_fit)
+        )
         ci = _percentile_intervals(samples, ci_level, include_alpha=alpha_fixed is None)
 
     for note in notes:
@@ -380,7 +389,7 @@ def fit_steps_curve(
         batch_sizes=tuple(float(v) for v in b_arr),
         steps=tuple(float(v) for v in y_arr),
         ci=ci,
-        n_bootstrap=int(bootstrap),
+        n_bootstrap=int(bootstrap) if ci else 0,
         warnings=tuple(notes),
     )
 

@@ -4,6 +4,7 @@ The only module of ``bsjax.cbs`` that imports matplotlib (Agg backend, so it
 runs headless). ``write_report(sweep_dir)`` fits and renders;
 ``render_report(analysis)`` renders an :class:`SweepAnalysis` already made.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,9 +18,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from bsjax.cbs.analysis import CurveAnalysis, SweepAnalysis, analyze_sweep  # noqa: E402
+from bsjax.cbs.analysis import SweepAnalysis, analyze_sweep  # noqa: E402
 from bsjax.cbs.fits import Interval  # noqa: E402
 from bsjax.cbs.results import REPORT_DIR, read_metrics  # noqa: E402
 
@@ -101,6 +102,15 @@ def _pow2_axis(ax, values, axis: str = "x") -> None:
     target.set_minor_locator(NullLocator())
 
 
+def _label_2_and_5(value: float, _pos=None) -> str:
+    """Minor-tick labels of a log axis at 2x and 5x powers of ten only (keeps the axis uncluttered)."""
+    if value <= 0:
+        return ""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = round(value / 10**exponent, 6)
+    return f"{mantissa:g}e{exponent}" if mantissa in (2, 5) else ""
+
+
 def _grid(n: int, width: float = 4.6, height: float = 3.6):
     cols = min(3, n)
     rows = math.ceil(n / cols)
@@ -133,23 +143,45 @@ def _plot_steps(analysis: SweepAnalysis, path: Path) -> Path:
         else:
             ref_b, ref_y = sizes[0], steps[0]
         lo_b = min(sizes.min(), ref_b)
-        hi_b = max(sizes.max(), fit.critical_batch_size * 1.5 if fit is not None and math.isfinite(fit.critical_batch_size) else 0)
+        hi_b = max(
+            sizes.max(),
+            fit.critical_batch_size * 1.5 if fit is not None and math.isfinite(fit.critical_batch_size) else 0,
+        )
         grid_b = np.geomspace(lo_b / 1.3, hi_b * 1.3, 200)
         ax.plot(grid_b, ref_b / grid_b, "--", color="0.45", lw=1.2, label="linear scaling")
         ax.scatter(sizes, steps / ref_y, color="C0", zorder=3, label="measured (best run)")
         if fit is not None:
-            ax.plot(grid_b, (1 + fit.overhead) * ref_b / grid_b, ":", color="0.6", lw=1.0,
-                    label=f"linear scaling +{fit.overhead:.0%}")
-            ax.plot(grid_b, fit.predict(grid_b) / ref_y, "-", color="C1", lw=1.6,
-                    label=f"fit $a + b/B^{{{fit.alpha:.2f}}}$")
+            ax.plot(
+                grid_b,
+                (1 + fit.overhead) * ref_b / grid_b,
+                ":",
+                color="0.6",
+                lw=1.0,
+                label=f"linear scaling +{fit.overhead:.0%}",
+            )
+            ax.plot(
+                grid_b,
+                fit.predict(grid_b) / ref_y,
+                "-",
+                color="C1",
+                lw=1.6,
+                label=f"fit $a + b/B^{{{fit.alpha:.2f}}}$",
+            )
             b_star = fit.critical_batch_size
             interval = fit.ci.get("critical_batch_size")
             if interval is not None:
                 ax.axvspan(interval.low, interval.high, color="C3", alpha=0.12, lw=0)
             if math.isfinite(b_star):
                 ax.axvline(b_star, color="C3", lw=1.2)
-                ax.scatter([b_star], [fit.predict(b_star) / ref_y], marker="*", s=140, color="C3", zorder=4,
-                           label=f"$B^* = 2^{{{fit.log2:.2f}}}$")
+                ax.scatter(
+                    [b_star],
+                    [fit.predict(b_star) / ref_y],
+                    marker="*",
+                    s=140,
+                    color="C3",
+                    zorder=4,
+                    label=f"$B^* = 2^{{{fit.log2:.2f}}}$",
+                )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         _pow2_axis(ax, grid_b)
@@ -169,7 +201,9 @@ def _plot_loss(analysis: SweepAnalysis, path: Path) -> Path:
         cmap = plt.get_cmap("viridis")
         for i, b in enumerate(sizes):
             run = ca.curve.best[b]
-            recs = sorted((r for r in read_metrics(run.path) if r.get("ewa_eval_loss") is not None), key=lambda r: r["step"])
+            recs = sorted(
+                (r for r in read_metrics(run.path) if r.get("ewa_eval_loss") is not None), key=lambda r: r["step"]
+            )
             if not recs:
                 continue
             color = cmap(i / max(len(sizes) - 1, 1))
@@ -204,8 +238,9 @@ def _plot_tradeoff(analysis: SweepAnalysis, path: Path) -> Path:
         s_arr = np.array(ca.curve.steps(), dtype=float)
         e_arr = np.array(ca.curve.examples(), dtype=float)
         s_grid = np.geomspace(tr.s_min * 1.01, max(s_arr.max(), tr.s_min * 2) * 1.5, 300)
-        ax.plot(s_grid, tr.examples_at_steps(s_grid), "-", color="C1", lw=1.6,
-                label=r"$(S/S_{min}-1)(E/E_{min}-1)=1$")
+        ax.plot(
+            s_grid, tr.examples_at_steps(s_grid), "-", color="C1", lw=1.6, label=r"$(S/S_{min}-1)(E/E_{min}-1)=1$"
+        )
         ax.scatter(s_arr, e_arr, color="C0", zorder=3, label="measured")
         for s, e, b in zip(s_arr, e_arr, ca.curve.batch_sizes()):
             ax.annotate(str(b), (s, e), textcoords="offset points", xytext=(4, 3), fontsize=7, color="0.3")
@@ -214,8 +249,8 @@ def _plot_tradeoff(analysis: SweepAnalysis, path: Path) -> Path:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylim(tr.e_min * 0.8, max(e_arr.max(), tr.e_min) * 2.5)
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
         ax.set_xlabel("steps to target S")
         ax.set_ylabel("examples to target E (sequences)")
         ax.set_title(f"{ca.curve.label}: $B_{{crit}} = E_{{min}}/S_{{min}}$ = {_num(tr.b_crit)}", fontsize=9)
@@ -245,9 +280,22 @@ def _plot_scaling(analysis: SweepAnalysis, variable: str, path: Path) -> Path:
     ax.errorbar(x, y, yerr=yerr, fmt="o", color="C0", capsize=3, zorder=3, label="measured $B^*$")
     fore = law.forecast(x_fore)
     ax.errorbar(
-        [f.x for f in fore], [f.critical_batch_size for f in fore],
-        yerr=None if fore[0].ci is None else np.abs(np.array([[f.ci.low, f.ci.high] for f in fore]).T - np.array([f.critical_batch_size for f in fore])[None, :]),
-        fmt="s", mfc="white", color="C3", capsize=3, zorder=3, label="forecast",
+        [f.x for f in fore],
+        [f.critical_batch_size for f in fore],
+        yerr=(
+            None
+            if fore[0].ci is None
+            else np.abs(
+                np.array([[f.ci.low, f.ci.high] for f in fore]).T
+                - np.array([f.critical_batch_size for f in fore])[None, :]
+            )
+        ),
+        fmt="s",
+        mfc="white",
+        color="C3",
+        capsize=3,
+        zorder=3,
+        label="forecast",
     )
     ax.set_xscale("log")
     ax.set_yscale("log", base=2)
@@ -313,7 +361,10 @@ def _fits_json(analysis: SweepAnalysis) -> dict:
             for ca in analysis.curves
         ],
         "scaling": {
-            v: {**law.to_dict(), "forecasts": [f.to_dict() for f in law.forecast([max(law.x) * k for k in FORECAST_FACTORS])]}
+            v: {
+                **law.to_dict(),
+                "forecasts": [f.to_dict() for f in law.forecast([max(law.x) * k for k in FORECAST_FACTORS])],
+            }
             for v, law in analysis.scaling.items()
         },
         "notes": analysis.notes,
@@ -348,16 +399,23 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
         f"Sweep folder `{analysis.sweep_dir}`: {len(res.runs)} runs, {n_reached} reached their target loss, "
         f"{len(analysis.curves)} setting(s), {len(measured)} with a measured critical batch size."
     )
-    out += ["", "**Protocol.** Constant learning rate after warm-up with an exponential weight average (EWA) of the "
-            "parameters; steps to target Y(B) is the first evaluated step whose EWA eval loss is at or below the "
-            "target, taken over the best run at each batch size. "
-            f"Fit: log Y = log(a + b / B^α) by least squares in log space, α {alpha_text}. "
-            f"B* is the batch size above B_opt = {float(opts['b_opt']):g} at which the examples to target exceed "
-            f"linear scaling from B_opt by {opts['overhead']:.0%} "
-            "(for α = 1, B* = (1+ρ)·B_opt + ρ·b/a). "
-            + (f"Brackets: {opts['ci_level']:.0%} percentile bootstrap intervals over runs "
-               f"({opts['bootstrap']} resamples, seed {opts['seed']})." if opts["bootstrap"] else "No bootstrap intervals (bootstrap = 0)."),
-            ""]
+    out += [
+        "",
+        "**Protocol.** Constant learning rate after warm-up with an exponential weight average (EWA) of the "
+        "parameters; steps to target Y(B) is the first evaluated step whose EWA eval loss is at or below the "
+        "target, taken over the best run at each batch size. "
+        f"Fit: log Y = log(a + b / B^α) by least squares in log space, α {alpha_text}. "
+        f"B* is the batch size above B_opt = {float(opts['b_opt']):g} at which the examples to target exceed "
+        f"linear scaling from B_opt by {opts['overhead']:.0%} "
+        "(for α = 1, B* = (1+ρ)·B_opt + ρ·b/a). "
+        + (
+            f"Brackets: {opts['ci_level']:.0%} percentile bootstrap intervals over runs "
+            f"({opts['bootstrap']} resamples, seed {opts['seed']})."
+            if opts["bootstrap"]
+            else "No bootstrap intervals (bootstrap = 0)."
+        ),
+        "",
+    ]
 
     out += ["## Critical batch size", ""]
     if measured:
@@ -366,25 +424,56 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
             fit, tr = ca.fit, ca.tradeoff
             if fit is None:
                 continue
-            rows.append([
-                ca.curve.model, _num(ca.curve.n_millions), _num(ca.curve.ctx_len), _num(ca.curve.target_loss),
-                str(fit.n_points), _with_ci(fit.a, fit.ci.get("a")), _with_ci(fit.b, fit.ci.get("b")),
-                _with_ci(fit.alpha, fit.ci.get("alpha"), 3),
-                _with_ci(fit.critical_batch_size, fit.ci.get("critical_batch_size")), _log2_ci(fit),
-                "–" if tr is None else _with_ci(tr.b_crit, tr.ci.get("b_crit")),
-                f"{fit.rms_log_residual:.3f}",
-            ])
-        out.append(_md_table(
-            ["model", "N (M)", "ctx", "target loss", "batch sizes", "a", "b", "α", "B*", "log2 B*",
-             "B_crit = E_min/S_min", "rms log resid."], rows))
+            rows.append(
+                [
+                    ca.curve.model,
+                    _num(ca.curve.n_millions),
+                    _num(ca.curve.ctx_len),
+                    _num(ca.curve.target_loss),
+                    str(fit.n_points),
+                    _with_ci(fit.a, fit.ci.get("a")),
+                    _with_ci(fit.b, fit.ci.get("b")),
+                    _with_ci(fit.alpha, fit.ci.get("alpha"), 3),
+                    _with_ci(fit.critical_batch_size, fit.ci.get("critical_batch_size")),
+                    _log2_ci(fit),
+                    "–" if tr is None else _with_ci(tr.b_crit, tr.ci.get("b_crit")),
+                    f"{fit.rms_log_residual:.3f}",
+                ]
+            )
+        out.append(
+            _md_table(
+                [
+                    "model",
+                    "N (M)",
+                    "ctx",
+                    "target loss",
+                    "batch sizes",
+                    "a",
+                    "b",
+                    "α",
+                    "B*",
+                    "log2 B*",
+                    "B_crit = E_min/S_min",
+                    "rms log resid.",
+                ],
+                rows,
+            )
+        )
     else:
-        out.append("**No critical batch size could be measured.** " + " ".join(
-            n for ca in analysis.curves for n in ca.notes) + (" No run reached its target loss." if not n_reached else ""))
+        out.append(
+            "**No critical batch size could be measured.** "
+            + " ".join(n for ca in analysis.curves for n in ca.notes)
+            + (" No run reached its target loss." if not n_reached else "")
+        )
     if "steps" in figures:
-        out += ["", f"![steps to target against batch size]({FIG_STEPS})", "",
-                "*Figure 1. Steps to reach the target loss relative to the fitted steps at B_opt, against batch size "
-                "(log-log). Dashed: linear scaling (doubling B halves the steps); dotted: linear scaling plus the "
-                "overhead; orange: the fit; red star and line: B*, shaded: its bootstrap interval.*"]
+        out += [
+            "",
+            f"![steps to target against batch size]({FIG_STEPS})",
+            "",
+            "*Figure 1. Steps to reach the target loss relative to the fitted steps at B_opt, against batch size "
+            "(log-log). Dashed: linear scaling (doubling B halves the steps); dotted: linear scaling plus the "
+            "overhead; orange: the fit; red star and line: B*, shaded: its bootstrap interval.*",
+        ]
 
     if analysis.scaling:
         out += ["", "## Scaling laws", ""]
@@ -397,14 +486,23 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
                 f"{float(np.sqrt(np.mean(np.square(law.residuals)))):.3f})"
             )
             fore = law.forecast([max(law.x) * k for k in FORECAST_FACTORS])
-            out += ["", _md_table(
-                [f"{variable} ({unit})", "forecast B*", "log2 B*"],
-                [[_num(f.x), _with_ci(f.critical_batch_size, f.ci), f"{f.log2:.2f}"] for f in fore]), ""]
+            out += [
+                "",
+                _md_table(
+                    [f"{variable} ({unit})", "forecast B*", "log2 B*"],
+                    [[_num(f.x), _with_ci(f.critical_batch_size, f.ci), f"{f.log2:.2f}"] for f in fore],
+                ),
+                "",
+            ]
             key = f"scaling_{variable}"
             if key in figures:
-                out += [f"![B* against {variable}]({FIG_SCALING.format(variable)})", "",
-                        f"*Figure. Measured B\\* (with bootstrap intervals) against {variable}, the fitted law with its "
-                        "bootstrap band, and forecasts at larger sizes (squares).*", ""]
+                out += [
+                    f"![B* against {variable}]({FIG_SCALING.format(variable)})",
+                    "",
+                    f"*Figure. Measured B\\* (with bootstrap intervals) against {variable}, the fitted law with its "
+                    "bootstrap band, and forecasts at larger sizes (squares).*",
+                    "",
+                ]
 
     out += ["", "## Steps to target", ""]
     for ca in analysis.curves:
@@ -414,30 +512,62 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
         for b in ca.curve.batch_sizes():
             run = ca.curve.best[b]
             predicted = float(fit.predict(b)) if fit is not None else None
-            rows.append([
-                str(b), f"`{run.name}`", _num(run.steps_to_target), _num(run.examples_to_target),
-                _num(run.tokens_to_target), _num(predicted),
-                "–" if predicted is None else f"{100 * (run.steps_to_target / predicted - 1):+.1f}%",
-                _num(run.lr), _num(run.b2), _num(run.ewa_tau),
-            ])
-        out += [_md_table(["B", "best run", "steps", "examples", "tokens", "fitted steps", "residual", "lr", "β2", "τ"], rows), ""]
+            rows.append(
+                [
+                    str(b),
+                    f"`{run.name}`",
+                    _num(run.steps_to_target),
+                    _num(run.examples_to_target),
+                    _num(run.tokens_to_target),
+                    _num(predicted),
+                    "–" if predicted is None else f"{100 * (run.steps_to_target / predicted - 1):+.1f}%",
+                    _num(run.lr),
+                    _num(run.b2),
+                    _num(run.ewa_tau),
+                ]
+            )
+        out += [
+            _md_table(
+                ["B", "best run", "steps", "examples", "tokens", "fitted steps", "residual", "lr", "β2", "τ"], rows
+            ),
+            "",
+        ]
     if "loss" in figures:
-        out += [f"![EWA eval loss]({FIG_LOSS})", "",
-                "*Figure 2. EWA eval loss of the best run at each batch size against step; dashed: the target loss; "
-                "dots: the step at which each run first reached it.*", ""]
+        out += [
+            f"![EWA eval loss]({FIG_LOSS})",
+            "",
+            "*Figure 2. EWA eval loss of the best run at each batch size against step; dashed: the target loss; "
+            "dots: the step at which each run first reached it.*",
+            "",
+        ]
 
     if "tradeoff" in figures:
-        out += ["## Steps–examples trade-off", "",
-                "Fit of (S/S_min − 1)(E/E_min − 1) = 1 (McCandlish et al. 2018) to the best runs; "
-                "B_crit = E_min / S_min.", ""]
-        rows = [[ca.curve.label, _with_ci(ca.tradeoff.s_min, ca.tradeoff.ci.get("s_min")),
-                 _with_ci(ca.tradeoff.e_min, ca.tradeoff.ci.get("e_min")),
-                 _with_ci(ca.tradeoff.b_crit, ca.tradeoff.ci.get("b_crit"))]
-                for ca in analysis.curves if ca.tradeoff is not None]
-        out += [_md_table(["setting", "S_min (steps)", "E_min (examples)", "B_crit"], rows), "",
-                f"![steps-examples trade-off]({FIG_TRADEOFF})", "",
-                "*Figure 3. Examples against steps to target; the curve is the fitted hyperbola, dashed and dotted "
-                "lines its asymptotes S_min and E_min; labels are batch sizes.*", ""]
+        out += [
+            "## Steps–examples trade-off",
+            "",
+            "Fit of (S/S_min − 1)(E/E_min − 1) = 1 (McCandlish et al. 2018) to the best runs; "
+            "B_crit = E_min / S_min.",
+            "",
+        ]
+        rows = [
+            [
+                ca.curve.label,
+                _with_ci(ca.tradeoff.s_min, ca.tradeoff.ci.get("s_min")),
+                _with_ci(ca.tradeoff.e_min, ca.tradeoff.ci.get("e_min")),
+                _with_ci(ca.tradeoff.b_crit, ca.tradeoff.ci.get("b_crit")),
+            ]
+            for ca in analysis.curves
+            if ca.tradeoff is not None
+        ]
+        out += [
+            _md_table(["setting", "S_min (steps)", "E_min (examples)", "B_crit"], rows),
+            "",
+            f"![steps-examples trade-off]({FIG_TRADEOFF})",
+            "",
+            "*Figure 3. Examples against steps to target; the curve is the fitted hyperbola, dashed and dotted "
+            "lines its asymptotes S_min and E_min; labels are batch sizes.*",
+            "",
+        ]
 
     notes = list(analysis.notes) + [n for ca in analysis.curves for n in ca.notes]
     if notes:
@@ -466,13 +596,41 @@ def _runs_table(analysis: SweepAnalysis) -> str:
     excluded = {id(run): reason for run, reason in res.excluded}
     rows = []
     for run in sorted(res.runs, key=_run_order):
-        rows.append([
-            f"`{run.name}`", run.model_label, _num(run.batch_size), _num(run.lr), _num(run.b2), _num(run.ewa_tau),
-            _num(run.warmup_tokens), _num(run.seed), run.status, _num(run.steps_to_target), _num(run.steps),
-            _num(run.wall_s), "yes" if res.is_best(run) else ("excluded" if id(run) in excluded else "no"),
-        ])
-    return _md_table(["run", "model", "B", "lr", "β2", "τ", "warmup tokens", "seed", "status", "steps to target",
-                      "steps", "wall s", "in fit"], rows)
+        rows.append(
+            [
+                f"`{run.name}`",
+                run.model_label,
+                _num(run.batch_size),
+                _num(run.lr),
+                _num(run.b2),
+                _num(run.ewa_tau),
+                _num(run.warmup_tokens),
+                _num(run.seed),
+                run.status,
+                _num(run.steps_to_target),
+                _num(run.steps),
+                _num(run.wall_s),
+                "yes" if res.is_best(run) else ("excluded" if id(run) in excluded else "no"),
+            ]
+        )
+    return _md_table(
+        [
+            "run",
+            "model",
+            "B",
+            "lr",
+            "β2",
+            "τ",
+            "warmup tokens",
+            "seed",
+            "status",
+            "steps to target",
+            "steps",
+            "wall s",
+            "in fit",
+        ],
+        rows,
+    )
 
 
 def _config_appendix(runs) -> str:
@@ -486,11 +644,19 @@ def _config_appendix(runs) -> str:
             common[key] = next(iter(flat.values()))[key]
         else:
             varying.append(key)
-    parts = ["**Configuration shared by all runs** (resolved config.json):", "", "```json",
-             json.dumps(common, indent=1, sort_keys=True, default=str), "```", ""]
+    parts = [
+        "**Configuration shared by all runs** (resolved config.json):",
+        "",
+        "```json",
+        json.dumps(common, indent=1, sort_keys=True, default=str),
+        "```",
+        "",
+    ]
     if varying:
         parts += ["**Keys that differ between runs:**", ""]
-        rows = [[f"`{name}`"] + [json.dumps(f.get(k), default=str) if k in f else "–" for k in varying]
-                for name, f in flat.items()]
+        rows = [
+            [f"`{name}`"] + [json.dumps(f.get(k), default=str) if k in f else "–" for k in varying]
+            for name, f in flat.items()
+        ]
         parts.append(_md_table(["run"] + [f"`{k}`" for k in varying], rows))
     return "\n".join(parts)

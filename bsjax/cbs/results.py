@@ -21,6 +21,7 @@ curve each. In a curve, each batch size keeps its best run (fewest steps to
 target). Runs that never reached the target are left out, with a warning
 naming them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -261,7 +262,9 @@ def load_run(run_dir: Path | str) -> RunRecord:
     for k, v in summary.items():
         if k.startswith("final"):
             if isinstance(v, Mapping):
-                final.update({f"final_{kk}" if not str(kk).startswith("final") else kk: vv for kk, vv in v.items()})
+                final.update(
+                    {f"final_{kk}" if not str(kk).startswith("final") else kk: vv for kk, vv in v.items()}
+                )
             else:
                 final[k] = v
 

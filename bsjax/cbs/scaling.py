@@ -15,6 +15,7 @@ billions of tokens (the units of Zhang et al.'s ``93.20 * N**0.47``). Their
 is counted in millions of tokens when fitting; with D in billions the same
 points give ``578.13 * D**0.467`` and reproduce Table 7.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -132,7 +133,9 @@ def _fit_once(x_arr: np.ndarray, y_arr: np.ndarray, form: str, init=None) -> tup
         starts.append(np.array([math.log(off0), lc0, b0]))
     best = None
     for p0 in starts:
-        sol = optimize.least_squares(residual, p0, method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, max_nfev=2000)
+        sol = optimize.least_squares(
+            residual, p0, method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, max_nfev=2000
+        )
         if best is None or sol.cost < best.cost:
             best = sol
     return float(math.exp(best.x[1])), float(best.x[2]), float(math.exp(best.x[0]))
@@ -171,7 +174,9 @@ def fit_scaling_law(
     x_arr = _as_positive_array(x, "x")
     y_arr = _as_positive_array(critical_batch_sizes, "critical_batch_sizes")
     if x_arr.shape != y_arr.shape:
-        raise CurveFitError(f"x and critical_batch_sizes must have the same length, got {x_arr.size} and {y_arr.size}")
+        raise CurveFitError(
+            f"x and critical_batch_sizes must have the same length, got {x_arr.size} and {y_arr.size}"
+        )
     min_points, min_distinct = (3, 2) if form == "power" else (4, 3)
     if x_arr.size < min_points or np.unique(x_arr).size < min_distinct:
         raise CurveFitError(
@@ -197,7 +202,9 @@ def fit_scaling_law(
         lo, hi = 100 * (1 - ci_level) / 2, 100 * (1 + ci_level) / 2
         names = ("c", "beta", "offset") if form == "offset" else ("c", "beta")
         for i, name in enumerate(names):
-            ci[name] = Interval(float(np.percentile(samples[:, i], lo)), float(np.percentile(samples[:, i], hi)), ci_level)
+            ci[name] = Interval(
+                float(np.percentile(samples[:, i], lo)), float(np.percentile(samples[:, i], hi)), ci_level
+            )
     return ScalingFit(
         c=c,
         beta=beta,

@@ -12,6 +12,7 @@ error in ``log E`` (``log E = log S + log B``), so the fit treats steps and
 examples symmetrically. It is the alpha = 1 steps curve of ``fits`` with
 ``a = S_min`` and ``b = E_min``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,7 +91,8 @@ def fit_tradeoff(steps, examples, *, bootstrap: int = 0, seed: int = 0, ci_level
         )
     s_min, e_min, _, resid = fit_inverse_power(b_u, s_u, 1.0)
     ci: dict[str, Interval] = {}
-    if bootstrap:
+    # With exactly 3 distinct sizes every usable resample is the full set: no interval.
+    if bootstrap and b_u.size > 3:
         rng = np.random.default_rng(seed)
         rows = []
         for _ in range(20 * bootstrap):
@@ -105,7 +107,9 @@ def fit_tradeoff(steps, examples, *, bootstrap: int = 0, seed: int = 0, ci_level
         samples = np.array(rows)
         lo, hi = 100 * (1 - ci_level) / 2, 100 * (1 + ci_level) / 2
         for i, name in enumerate(("s_min", "e_min", "b_crit")):
-            ci[name] = Interval(float(np.percentile(samples[:, i], lo)), float(np.percentile(samples[:, i], hi)), ci_level)
+            ci[name] = Interval(
+                float(np.percentile(samples[:, i], lo)), float(np.percentile(samples[:, i], hi)), ci_level
+            )
     return TradeoffFit(
         s_min=float(s_min),
         e_min=float(e_min),
@@ -113,7 +117,7 @@ def fit_tradeoff(steps, examples, *, bootstrap: int = 0, seed: int = 0, ci_level
         residuals=tuple(float(r) for r in resid),
         n_points=int(b_u.size),
         ci=ci,
-        n_bootstrap=int(bootstrap),
+        n_bootstrap=int(bootstrap) if ci else 0,
     )
 
 

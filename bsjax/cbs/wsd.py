@@ -21,6 +21,7 @@ at both joins S_1 < S_opt < S_2. That removes four of the ten parameters
 the least-squares objective smooth in the join positions. In particular
 ``A_1 = 2 C (S_2 - S_opt)``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,7 +70,9 @@ class WSDFit:
 
     def examples(self, steps) -> np.ndarray:
         """E(S) of the fitted curve (inf at or below S_min)."""
-        return _curve(np.asarray(steps, dtype=float), self.s_min, self.s_1, self.s_opt, self.s_2, self.c, self.e_min)
+        return _curve(
+            np.asarray(steps, dtype=float), self.s_min, self.s_1, self.s_opt, self.s_2, self.c, self.e_min
+        )
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -127,7 +130,9 @@ def fit_wsd_curve(steps, examples, *, target_loss: float | None = None) -> WSDFi
     if s_arr.shape != e_arr.shape:
         raise CurveFitError(f"steps and examples must have the same length, got {s_arr.size} and {e_arr.size}")
     if s_arr.size < MIN_POINTS:
-        raise CurveFitError(f"need at least {MIN_POINTS} (steps, examples) points to fit the WSD E(S) curve, got {s_arr.size}")
+        raise CurveFitError(
+            f"need at least {MIN_POINTS} (steps, examples) points to fit the WSD E(S) curve, got {s_arr.size}"
+        )
     order = np.argsort(s_arr)
     s_arr, e_arr = s_arr[order], e_arr[order]
     log_e = np.log(e_arr)
@@ -150,15 +155,19 @@ def fit_wsd_curve(steps, examples, *, target_loss: float | None = None) -> WSDFi
         s_10 = s_min0 + f_1 * (s_opt0 - s_min0)
         s_20 = s_opt0 + f_2 * max(s_hi - s_opt0, 0.5 * s_opt0)
         c0 = tail_slope / (2 * (s_20 - s_opt0)) if tail_slope > 0 else e_min0 / s_opt0**2
-        p0 = np.array([
-            math.log(f_min / (1 - f_min)),
-            math.log(s_10 - s_min0),
-            math.log(s_opt0 - s_10),
-            math.log(s_20 - s_opt0),
-            math.log(c0),
-            math.log(e_min0),
-        ])
-        sol = optimize.least_squares(residual, p0, method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, max_nfev=3000)
+        p0 = np.array(
+            [
+                math.log(f_min / (1 - f_min)),
+                math.log(s_10 - s_min0),
+                math.log(s_opt0 - s_10),
+                math.log(s_20 - s_opt0),
+                math.log(c0),
+                math.log(e_min0),
+            ]
+        )
+        sol = optimize.least_squares(
+            residual, p0, method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, max_nfev=3000
+        )
         if best is None or sol.cost < best.cost:
             best = sol
     s_min, s_1, s_opt, s_2, c, e_min = _unpack(best.x, s_lo)
@@ -167,14 +176,26 @@ def fit_wsd_curve(steps, examples, *, target_loss: float | None = None) -> WSDFi
     notes = []
     label = f" (target loss {target_loss:g})" if target_loss is not None else ""
     if s_2 >= s_hi:
-        notes.append(f"WSD fit{label}: the linear stage starts at S_2={s_2:.4g}, beyond the largest measured S={s_hi:.4g}; B_min is extrapolated")
+        notes.append(
+            f"WSD fit{label}: the linear stage starts at S_2={s_2:.4g}, beyond the largest measured S={s_hi:.4g}; B_min is extrapolated"
+        )
     if not (s_lo < s_opt < s_hi):
-        notes.append(f"WSD fit{label}: the minimum S_opt={s_opt:.4g} is outside the measured steps [{s_lo:.4g}, {s_hi:.4g}]; B_opt is extrapolated")
+        notes.append(
+            f"WSD fit{label}: the minimum S_opt={s_opt:.4g} is outside the measured steps [{s_lo:.4g}, {s_hi:.4g}]; B_opt is extrapolated"
+        )
     for note in notes:
         warnings.warn(note, CbsFitWarning, stacklevel=2)
     return WSDFit(
-        s_min=s_min, s_1=s_1, s_opt=s_opt, s_2=s_2, c=c, e_min=e_min,
-        b_m1=b_m1, b_0=b_0, a_1=a_1, a_0=a_0,
+        s_min=s_min,
+        s_1=s_1,
+        s_opt=s_opt,
+        s_2=s_2,
+        c=c,
+        e_min=e_min,
+        b_m1=b_m1,
+        b_0=b_0,
+        a_1=a_1,
+        a_0=a_0,
         residuals=tuple(float(-r) for r in best.fun),
         n_points=int(s_arr.size),
         target_loss=None if target_loss is None else float(target_loss),
