@@ -1,0 +1,42 @@
+"""Tiny CPU run with the FSL-optimal late switch (Wang et al. 2026).
+
+Given the FSL exponents (s, beta) -- here a hard task, s < 1 - 1/beta, given
+directly; fit them on small runs with bsjax.theory -- and the data budget in
+examples, the switch point from 32 to 128 that minimises the FSL loss is
+computed before training and run as a fixed table.
+
+  bsjax train --config=configs/policy_fsl.py --workdir=runs/policy_fsl
+  (arg "easy": s = 0.8, an easy task, where the large batch comes early)
+"""
+from bsjax.config import base_config
+
+CTX = 128
+BUDGET_EXAMPLES = 16_000
+
+
+def get_config(arg=None):
+  c = base_config()
+  c.model.preset = "tiny"
+  c.model.ctx_len = CTX
+  c.optim.lr = 3e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.99
+  c.optim.warmup_tokens = 32 * CTX * 20
+  c.optim.ewa_tau = 0.95
+  c.batch.batch_size = 32
+  c.batch.micro_batch_per_device = 64
+  c.batch.policy.name = "fsl"
+  c.batch.policy.sizes = "32 128"
+  f = c.batch.policy.fsl
+  f.s = 0.8 if arg == "easy" else 0.3
+  f.beta = 2.0
+  f.sigma2 = 1.0
+  f.lr = 0.5
+  f.budget_examples = str(BUDGET_EXAMPLES)
+  c.train.max_tokens = BUDGET_EXAMPLES * CTX
+  c.train.eval_every = 50
+  c.train.eval_batches = 4
+  c.train.eval_batch_size = 32
+  c.train.checkpoint_every = 100
+  c.train.log_every = 10
+  return c

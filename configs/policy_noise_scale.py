@@ -1,0 +1,41 @@
+"""Tiny CPU run whose batch follows the gradient noise scale (McCandlish et al. 2018).
+
+B_simple is estimated inside every step from the micro-batch gradients and
+their mean, so every bucket needs K >= 2 micro-steps: micro_batch_per_device
+is half the smallest size on one device. The ladder is 32, 64, ..., 256.
+
+  bsjax train --config=configs/policy_noise_scale.py --workdir=runs/policy_noise_scale
+  (arg "fast": decide every 5 steps with patience 1, to see switches sooner)
+"""
+from bsjax.config import base_config
+
+
+def get_config(arg=None):
+  c = base_config()
+  c.model.preset = "tiny"
+  c.model.ctx_len = 128
+  c.optim.lr = 3e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.99
+  c.optim.warmup_tokens = 32 * 128 * 20
+  c.optim.ewa_tau = 0.95
+  c.batch.batch_size = 32
+  c.batch.micro_batch_per_device = 16  # K = 2 at B = 32 on one device
+  c.batch.policy.name = "noise_scale"
+  c.batch.policy.max_batch_size = 256
+  ns = c.batch.policy.noise_scale
+  ns.multiple = 1.0
+  ns.ema = 0.95
+  ns.decide_every = 10
+  ns.warmup_steps = 30
+  ns.hysteresis = 0.25
+  ns.patience = 2
+  if arg == "fast":
+    ns.decide_every, ns.patience = 5, 1
+  c.train.max_steps = 300
+  c.train.eval_every = 50
+  c.train.eval_batches = 4
+  c.train.eval_batch_size = 32
+  c.train.checkpoint_every = 100
+  c.train.log_every = 10
+  return c

@@ -1,0 +1,49 @@
+"""Tiny CPU run with the branched CBS probe (Merrill et al. 2025).
+
+Every 60 steps' worth of tokens (at the start size), the trainer branches from
+the current state at k B for k = 1, 2, 4 with LR sqrt(k) eta over the same
+10 steps' worth of tokens; when the measured CBS exceeds 2 B, B doubles (and
+the LR follows batch.lr_scaling = "sqrt", as in the paper). Branch tokens and
+steps are counted apart from the main run.
+
+Needs a trainer that attaches a prober (policy.attach_prober); see
+bsjax/batching/policies/probe.py.
+
+  bsjax train --config=configs/policy_probe.py --workdir=runs/policy_probe
+"""
+from bsjax.config import base_config
+
+START = 32
+CTX = 128
+
+
+def get_config(arg=None):
+  del arg
+  c = base_config()
+  c.model.preset = "tiny"
+  c.model.ctx_len = CTX
+  c.optim.lr = 3e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.99
+  c.optim.warmup_tokens = START * CTX * 20
+  c.optim.ewa_tau = 0.95
+  c.batch.batch_size = START
+  c.batch.micro_batch_per_device = 64
+  c.batch.lr_scaling = "sqrt"
+  c.batch.policy.name = "probe"
+  c.batch.policy.max_batch_size = 128
+  p = c.batch.policy.probe
+  p.factors = "1 2 4"
+  p.eps = 0.01
+  p.eps_mode = "relative"
+  p.probe_tokens = str(START * CTX * 10)
+  p.every_tokens = str(START * CTX * 60)
+  p.start_tokens = str(START * CTX * 40)
+  p.cbs_over = 2.0
+  c.train.max_steps = 300
+  c.train.eval_every = 50
+  c.train.eval_batches = 4
+  c.train.eval_batch_size = 32
+  c.train.checkpoint_every = 100
+  c.train.log_every = 10
+  return c

@@ -1,0 +1,39 @@
+"""Tiny CPU run with seesaw: where the cosine LR would halve, the batch doubles instead.
+
+The LR stays at peak x (1/sqrt 2)^n after n doublings (32 -> 64 -> 128 -> 256);
+past 256 the remaining halving points halve the LR. batch.lr_scaling must stay
+"none": seesaw sets the LR itself. Needs a trainer that passes its LR
+schedule to the plan and uses policy.lr_override(tokens).
+
+  bsjax train --config=configs/policy_seesaw.py --workdir=runs/policy_seesaw
+"""
+from bsjax.config import base_config
+
+CTX = 128
+TOTAL_TOKENS = 32 * CTX * 600
+
+
+def get_config(arg=None):
+  del arg
+  c = base_config()
+  c.model.preset = "tiny"
+  c.model.ctx_len = CTX
+  c.optim.lr = 3e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.99
+  c.optim.schedule = "cosine"
+  c.optim.warmup_tokens = 32 * CTX * 20
+  c.optim.total_tokens = TOTAL_TOKENS
+  c.optim.ewa_tau = 0.95
+  c.batch.batch_size = 32
+  c.batch.micro_batch_per_device = 64
+  c.batch.lr_scaling = "none"
+  c.batch.policy.name = "seesaw"
+  c.batch.policy.max_batch_size = 256
+  c.train.max_tokens = TOTAL_TOKENS
+  c.train.eval_every = 25
+  c.train.eval_batches = 4
+  c.train.eval_batch_size = 32
+  c.train.checkpoint_every = 100
+  c.train.log_every = 10
+  return c

@@ -1,0 +1,46 @@
+"""Tiny CPU run that raises the batch as in Zhou et al. 2026 (CBS under WSD).
+
+Default ("loss"): the batch is the fitted B_opt of the next target loss still
+ahead; when the running train loss (EMA) crosses a target, the batch moves to
+the next target's B_opt. The pairs below are illustrative for this tiny model
+on the embedded corpus (bytes); replace them with a sweep's fit, e.g. from
+`bsjax analyze`. Arg "tokens": the paper's own scheduler, steps at fixed
+token counts.
+
+  bsjax train --config=configs/policy_wsd_es.py --workdir=runs/policy_wsd_es
+  bsjax train --config=configs/policy_wsd_es.py:tokens --workdir=runs/policy_wsd_es_tokens
+"""
+from bsjax.config import base_config
+
+CTX = 128
+
+
+def get_config(arg=None):
+  c = base_config()
+  c.model.preset = "tiny"
+  c.model.ctx_len = CTX
+  c.optim.lr = 3e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.99
+  c.optim.warmup_tokens = 32 * CTX * 20
+  c.optim.ewa_tau = 0.95
+  c.batch.batch_size = 32
+  c.batch.micro_batch_per_device = 64
+  c.batch.policy.name = "wsd_es"
+  w = c.batch.policy.wsd_es
+  if arg == "tokens":
+    w.mode = "tokens"
+    w.table = f"0:32 {32 * CTX * 100}:64 {32 * CTX * 100 + 64 * CTX * 60}:128"
+  else:
+    w.mode = "loss"
+    w.targets = "3.0:32 2.6:64 2.4:128"
+    w.loss_key = "loss"
+    w.ema = 0.9
+    w.min_steps = 20
+  c.train.max_steps = 300
+  c.train.eval_every = 50
+  c.train.eval_batches = 4
+  c.train.eval_batch_size = 32
+  c.train.checkpoint_every = 100
+  c.train.log_every = 10
+  return c
