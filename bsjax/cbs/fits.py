@@ -121,8 +121,18 @@ class StepsCurveFit:
         }
 
     def to_json(self, indent: int | None = None) -> str:
-        """The fit as one JSON object."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+        """The fit as one strict JSON object (a non-finite number, e.g. B* = inf, becomes null)."""
+        return json.dumps(_finite_or_none(self.to_dict()), indent=indent, allow_nan=False)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------
