@@ -1,0 +1,241 @@
+"""Critical batch size against data size in linear regression (Zhang et al., Corollary 6).
+
+For each data size ``D`` the exact risk of the averaged SGD iterate (``bsjax.theory.linreg``) is
+minimised over the learning rate for batch sizes ``B = 1, 2, 4, ...`` (``D // B`` steps each).
+``R*(D)`` is the lowest risk found, and the critical batch size ``B*(D)`` is the largest batch
+whose best risk stays within ``risk_factor * R*(D)`` (interpolated in log B between the last
+batch inside and the first one outside). The default factor 2 measures ``B*`` where the
+bias-dominated large-batch branch is already a clean power law; factors close to 1 sit on the
+knee, whose pre-asymptotic drift makes the fitted slope converge slowly (e.g. 0.37 instead of 1/3
+at a=2, b=3 over D = 2^10..2^20 with factor 1.1, against 0.346 with factor 2). The slope of ``log B*`` against ``log D`` is compared
+with the corollary's ``1 - a / min(b, 2a + 1)`` for ``b > a`` and 0 (``B* = 1``) for ``b <= a``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+from bsjax.theory.errors import TheoryInputError, check_int, check_number
+from bsjax.theory.linreg import LinRegProblem, risk_curves, stable_lr
+from bsjax.theory.schedules import Schedule
+
+# Ranges in which the default settings (dimension, data sizes) are known to resolve the exponent.
+A_RANGE = (1.2, 3.0)
+B_MAX_OVER_A = 4.0
+_FLAT = 0.005  # relative change per halving below which the small-batch risk counts as flat
+
+
+def predicted_cbs_exponent(a: float, b: float) -> float:
+    """Corollary 6: ``B* ~ D^(1 - a / min(b, 2a + 1))`` for ``b > a``; ``B* = 1`` (exponent 0) otherwise."""
+    a = check_number("a", a, gt=1.0)
+    b = check_number("b", b, gt=1.0)
+    return 1.0 - a / min(b, 2.0 * a + 1.0) if b > a else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchRisk:
+    """Best risk over the learning rate at one batch size (``steps = D // batch``)."""
+
+    batch: int
+    steps: int
+    lr: float
+    risk: float
+    stable_lr: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CBSPoint:
+    """The measurement at one data size."""
+
+    data_size: int
+    critical_batch_size: float
+    optimal_batch: int
+    optimal_lr: float
+    optimal_risk: float
+    batches: tuple[BatchRisk, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class CBSScaling:
+    """``B*(D)`` over a grid of data sizes and the fitted exponent."""
+
+    a: float
+    b: float
+    noise: float
+    dim: int
+    risk_factor: float
+    points: tuple[CBSPoint, ...]
+    measured_exponent: float
+    measured_prefactor: float
+    predicted_exponent: float
+    regime: str
+
+    def to_json(self, with_batches: bool = False) -> dict:
+        """A JSON-ready summary (each point's per-batch table only when ``with_batches``)."""
+        pts = []
+        for p in self.points:
+            row = {"data_size": p.data_size, "critical_batch_size": p.critical_batch_size,
+                   "optimal_batch": p.optimal_batch, "optimal_lr": p.optimal_lr,
+                   "optimal_risk": p.optimal_risk}
+            if with_batches:
+                row["batches"] = [dataclasses.asdict(br) for br in p.batches]
+            pts.append(row)
+        return {
+            "a": self.a, "b": self.b, "noise": self.noise, "dim": self.dim,
+            "risk_factor": self.risk_factor, "regime": self.regime,
+            "predicted_exponent": self.predicted_exponent,
+            "measured_exponent": self.measured_exponent,
+            "abs_error": abs(self.measured_exponent - self.predicted_exponent),
+            "measured_prefactor": self.measured_prefactor,
+            "predicted_critical_batch_size": 1 if self.b <= self.a else None,
+            "points": pts,
+        }
+
+
+def best_risk_at_batch(problem: LinRegProblem, data_size: int, batch: int, *,
+                       dtype: str = "float32") -> BatchRisk:
+    """Minimise the averaged iterate's final risk over the learning rate at one (D, B).
+
+    Learning rates are searched up to ``min(stability limit, 1 / lambda_1)``, the step-size
+    condition of Theorem 5 (``lr <~ min(B / tr H, 1 / ||H||)``); above ``1 / lambda_1`` the top
+    modes oscillate and the averaged iterate gains from the cancellation, a parity effect in the
+    step count that is not the paper's regime. A 16-point geometric grid from that cap down by
+    2^10, an 8-point refinement around the best point, then a parabola in (log lr, log risk)
+    through the best refined point and its neighbours.
+    """
+    steps = data_size // batch
+    if steps < 1:
+        raise TheoryInputError(f"data_size D={data_size} must be >= batch size B={batch}")
+    lr_stable = stable_lr(problem, batch)
+    lr_max = min(0.995 * lr_stable, 1.0 / float(problem.eigenvalues()[0]))
+
+    def risks(lrs):
+        sched = [Schedule.constant(float(g), batch, steps=steps) for g in lrs]
+        return risk_curves(problem, sched, num_records=1, dtype=dtype).final_averaged_G
+
+    coarse = lr_max * 2.0 ** (-2.0 * np.arange(16) / 3.0)
+    r_c = risks(coarse)
+    j = int(np.nanargmin(r_c))
+    hi = lr_max if j == 0 else coarse[j - 1]
+    lo = coarse[min(j + 1, len(coarse) - 1)] * (1.0 if j + 1 < len(coarse) else 0.5)
+    fine = np.geomspace(lo, hi, 8)
+    r_f = risks(fine)
+    lrs, idx = np.unique(np.concatenate([coarse, fine]), return_index=True)
+    rs = np.concatenate([r_c, r_f])[idx]
+    k = int(np.nanargmin(rs))
+    best_lr, best = float(lrs[k]), float(rs[k])
+    if 0 < k < len(lrs) - 1 and np.all(np.isfinite(rs[k - 1:k + 2])):
+        vertex = _parabola_min(np.log(lrs[k - 1:k + 2]), np.log(rs[k - 1:k + 2]))
+        if vertex is not None:
+            best_lr, best = float(np.exp(vertex[0])), float(min(best, np.exp(vertex[1])))
+    return BatchRisk(batch=batch, steps=steps, lr=best_lr, risk=best, stable_lr=float(lr_stable))
+
+
+def _parabola_min(x, y):
+    """Vertex ``(x, y)`` of the parabola through three points with increasing ``x``, if convex and inside."""
+    (x0, x1, x2), (y0, y1, y2) = x, y
+    d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+    curv = (d12 - d01) / (x2 - x0)
+    if curv <= 0:
+        return None
+    xv = 0.5 * (x0 + x1) - d01 / (2.0 * curv)
+    if not x0 <= xv <= x2:
+        return None
+    return xv, y1 + d01 * (xv - x1) + curv * (xv - x0) * (xv - x1)
+
+
+def critical_batch_size(problem: LinRegProblem, data_size: int, *, risk_factor: float = 2.0,
+                        dtype: str = "float32") -> CBSPoint:
+    """``B*(D)``: the largest batch whose best risk is within ``risk_factor * R*(D)``.
+
+    Batches are visited from ``D / 2`` downwards in factors of 2 and the descent stops once the
+    best risk has stopped improving by more than 0.5% for three halvings (the flat small-batch
+    region), or at ``B = 1``. Between the last batch inside the factor and the next
+    power of two, three intermediate batches refine the crossing, which is then interpolated.
+    """
+    D = check_int("data_size", data_size, ge=4)
+    factor = check_number("risk_factor", risk_factor, gt=1.0, le=100.0)
+    top = 2 ** int(math.floor(math.log2(D / 2)))
+    rows: dict[int, BatchRisk] = {}
+    B, flat = top, 0
+    while B >= 1:
+        rows[B] = best_risk_at_batch(problem, D, B, dtype=dtype)
+        if 2 * B in rows:
+            improving = rows[B].risk < rows[2 * B].risk * (1.0 - _FLAT)
+            within = rows[B].risk <= (1.0 + _FLAT) * min(r.risk for r in rows.values())
+            flat = flat + 1 if (not improving and within) else 0
+        if flat >= 3:
+            break
+        B //= 2
+    best_risk = min(r.risk for r in rows.values())
+    limit = factor * best_risk
+    inside = [b for b, r in rows.items() if r.risk <= limit]
+    b_in = max(inside)
+    if 2 * b_in in rows:  # refine the crossing between b_in and 2 b_in
+        for k in (1, 2, 3):
+            bk = int(round(b_in * 2 ** (k / 4)))
+            if bk not in rows and b_in < bk < 2 * b_in:
+                rows[bk] = best_risk_at_batch(problem, D, bk, dtype=dtype)
+    best_risk = min(r.risk for r in rows.values())
+    limit = factor * best_risk
+    ordered = sorted(rows)
+    inside = [b for b in ordered if rows[b].risk <= limit]
+    b_in = max(inside)
+    above = [b for b in ordered if b > b_in]
+    if above:
+        b_out = above[0]
+        x0, x1 = math.log(b_in), math.log(b_out)
+        y0, y1 = math.log(rows[b_in].risk), math.log(rows[b_out].risk)
+        frac = (math.log(limit) - y0) / (y1 - y0) if y1 > y0 else 0.0
+        b_star = math.exp(x0 + min(max(frac, 0.0), 1.0) * (x1 - x0))
+    else:
+        b_star = float(b_in)
+    best = min(rows.values(), key=lambda r: r.risk)
+    return CBSPoint(data_size=D, critical_batch_size=b_star, optimal_batch=best.batch,
+                    optimal_lr=best.lr, optimal_risk=best.risk,
+                    batches=tuple(rows[b] for b in ordered))
+
+
+def default_dim(a: float, b: float, max_data_size: int) -> int:
+    """A dimension far enough beyond the learned frontier ``k* ~ D^(1/min(b, 2a+1))``.
+
+    The modes beyond ``dim`` hold ``~ (k*/dim)^(b-1)`` of the unlearned (bias) risk; the default
+    keeps that near 1% so the truncated problem still shows the infinite-dimensional rates. Capped
+    at 8192; for ``b`` close to 1 the cap binds and the truncation shows (see ``regime``).
+    """
+    frontier = max_data_size ** (1.0 / min(max(b, a), 2.0 * a + 1.0))
+    return int(min(max(256, frontier * 100.0 ** (1.0 / (b - 1.0))), 8192))
+
+
+def cbs_scaling(a: float, b: float, *, noise: float = 1.0,
+                data_sizes: Sequence[int] | None = None, dim: int | None = None,
+                risk_factor: float = 2.0, dtype: str = "float32") -> CBSScaling:
+    """Measure ``B*(D)`` over ``data_sizes`` (default ``2^10 .. 2^18``) and fit its exponent."""
+    a = check_number("a", a, gt=1.0, why="capacity exponent; the spectrum i^-a must be summable")
+    b = check_number("b", b, gt=1.0, why="source exponent; the initial risk must be finite")
+    if data_sizes is None:
+        data_sizes = [2 ** k for k in range(10, 19, 2)]
+    data_sizes = sorted({check_int("data_sizes", d, ge=16) for d in data_sizes})
+    if len(data_sizes) < 2:
+        raise TheoryInputError("data_sizes must hold at least two distinct sizes to fit an exponent")
+    if dim is None:
+        dim = default_dim(a, b, data_sizes[-1])
+    problem = LinRegProblem(a=a, b=b, noise=noise, dim=dim)
+    points = tuple(critical_batch_size(problem, D, risk_factor=risk_factor, dtype=dtype)
+                   for D in data_sizes)
+    x = np.log([p.data_size for p in points])
+    y = np.log([p.critical_batch_size for p in points])
+    slope, icpt = np.polyfit(x, y, 1)
+    if b <= a:
+        regime = "b <= a: bias-dominated, B* = O(1)"
+    elif b < 2 * a + 1:
+        regime = "a < b < 2a+1: B* ~ D^(1 - a/b)"
+    else:
+        regime = "b >= 2a+1: B* ~ D^(1 - a/(2a+1))"
+    return CBSScaling(a=a, b=b, noise=float(noise), dim=int(dim), risk_factor=float(risk_factor),
+                      points=points, measured_exponent=float(slope),
+                      measured_prefactor=float(np.exp(icpt)),
+                      predicted_exponent=predicted_cbs_exponent(a, b), regime=regime)
