@@ -27,8 +27,8 @@ def _maybe_init_distributed() -> None:
 
   if os.environ.get("BSJAX_COORDINATOR"):
     num = int(os.environ["BSJAX_NUM_PROCESSES"])
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU processes need a collectives library (set before any backend starts).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=os.environ["BSJAX_COORDINATOR"],
                                num_processes=num, process_id=int(os.environ["BSJAX_PROCESS_ID"]))
   elif os.environ.get("BSJAX_DISTRIBUTED") == "auto":

@@ -70,6 +70,7 @@ def consumed_ids(workdir) -> list[int]:
         by_step.setdefault(rec["step"], {})[path.name] = rec["ids"]
   ids = []
   for step in sorted(by_step):
-    for name in sorted(by_step[step]):
-      ids.extend(by_step[step][name])
+    step_ids = [i for name in by_step[step] for i in by_step[step][name]]
+    assert len(step_ids) == len(set(step_ids)), f"step {step} read an example twice"
+    ids.extend(sorted(step_ids))
   return ids

@@ -90,11 +90,27 @@ def _eval_steps(config) -> set[int] | None:
   return None
 
 
+def _load_corpus_once(data_lib, data_cfg, ctx_len: int):
+  """Process 0 builds the data set and packed cache; the others then read them."""
+  if jax.process_count() == 1:
+    return data_lib.load(data_cfg, ctx_len)
+  from jax.experimental import multihost_utils
+
+  corpus = data_lib.load(data_cfg, ctx_len) if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("bsjax: corpus built")
+  return corpus if corpus is not None else data_lib.load(data_cfg, ctx_len)
+
+
 def _params_sha256(state) -> str:
   import hashlib
 
+  params = state["params"]
+  if jax.process_count() > 1:  # arrays span other processes' devices: gather them
+    from jax.experimental import multihost_utils
+
+    params = multihost_utils.process_allgather(params, tiled=True)
   digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(jax.device_get(state["params"])):
+  for leaf in jax.tree.leaves(jax.device_get(params)):
     digest.update(np.ascontiguousarray(leaf).tobytes())
   return digest.hexdigest()
 
@@ -118,7 +134,7 @@ class Trainer:
     cache = executables_lib.enable_compilation_cache(t.compile_cache_dir)
     self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
     self.ctx_len = config.model.ctx_len
-    self.corpus = data_lib.load(config.data, self.ctx_len)
+    self.corpus = _load_corpus_once(data_lib, config.data, self.ctx_len)
     self.model_cfg = config_lib.model_config(config, self.corpus.vocab_size)
     self.plan = plan_from_config(config.batch, self.ctx_len, mesh_lib.data_shards(self.mesh),
                                  base_b2=config.optim.b2, base_ewa_tau=config.optim.ewa_tau)
@@ -407,8 +423,9 @@ class Trainer:
     self.checkpointer.wait()
     self.metrics.write("event", pos.step, pos.examples, pos.tokens, event="stopped", status=status)
     self._write_summary(status, pos, extra)
-    return json.loads((self.workdir / "summary.json").read_text()) if self.is_main else dict(
-        status=status, steps=pos.step, **extra)
+    if self.is_main:
+      return json.loads((self.workdir / "summary.json").read_text())
+    return dict(status=status, steps=pos.step, examples=pos.examples, tokens=pos.tokens, **extra)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
