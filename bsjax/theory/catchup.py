@@ -133,3 +133,42 @@ def exact_loss_fn(problem, *, dtype: str = "float32") -> LossFn:
         return curves.last_GR[0, steps]
 
     return fn
+
+
+@dataclasses.dataclass(frozen=True)
+class CatchUpScaling:
+    """Catch-up time against the switch time for one task."""
+
+    s: float
+    beta: float
+    task_class: str
+    runs: tuple[CatchUp, ...]
+    measured_exponent: float | None
+    predicted_exponent: float
+
+    def to_json(self) -> dict:
+        return {"s": self.s, "beta": self.beta, "task_class": self.task_class,
+                "measured_exponent": self.measured_exponent,
+                "predicted_exponent_signal_dominated": self.predicted_exponent,
+                "runs": [{k: v for k, v in r.to_json().items() if k != "curve"} for r in self.runs]}
+
+
+def catch_up_scaling(fsl: FSL, *, lr: float, batch_small: int, batch_large: int,
+                     switch_steps, tolerance: float = 0.05) -> CatchUpScaling:
+    """Catch-up time ``tau_c`` at several switch steps and the slope of ``log tau_c`` on ``log t_s``.
+
+    Derived from the gap formula of the module docstring: while the large-batch loss is
+    dominated by the signal ``e(t) ~ t^-s`` the relative gap is ``~ tau^-(1-1/beta) t^s``, so
+    ``tau_c ~ t_s^(s / (1 - 1/beta))``; the catch-up is fast (``tau_c / t_s -> 0``) exactly when
+    ``s < 1 - 1/beta``, the hard tasks. Once the large-batch loss reaches its noise floor,
+    ``tau_c`` stops growing.
+    """
+    runs = tuple(catch_up(fsl, lr=lr, batch_small=batch_small, batch_large=batch_large,
+                          switch_step=int(n), tolerance=tolerance)
+                 for n in sorted({check_int("switch_steps", n) for n in switch_steps}))
+    ok = [(r.switch_step, r.catch_up_steps) for r in runs if r.catch_up_steps is not None]
+    slope = (float(np.polyfit(np.log([a for a, _ in ok]), np.log([b for _, b in ok]), 1)[0])
+             if len(ok) >= 2 else None)
+    return CatchUpScaling(s=fsl.s, beta=fsl.beta, task_class=fsl.task_class, runs=runs,
+                          measured_exponent=slope,
+                          predicted_exponent=fsl.s / (1.0 - 1.0 / fsl.beta))
