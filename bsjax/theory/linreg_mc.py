@@ -41,21 +41,13 @@ def monte_carlo_risk(problem: LinRegProblem, schedule: Schedule, *, num_runs: in
                                f"{schedule.num_steps} steps")
     lam_d = jnp.asarray(problem.eigenvalues(), jnp.float32)
     wstar_d = jnp.asarray(problem.target(), jnp.float32)
-    key = jax.random.key(seed)
-    e_Nd = jnp.broadcast_to(-wstar_d, (num_runs, problem.dim))
-    u_Nd = jnp.zeros_like(e_Nd)
-    lasts, avgs = [_risk(e_Nd, lam_d)[None]], [_risk(e_Nd, lam_d)[None]]
-    start = 0
-    for seg in schedule.segments:
-        key, sub = jax.random.split(key)
-        e_Nd, u_Nd, last_TN, avg_TN = _segment(
-            e_Nd, u_Nd, lam_d, wstar_d, sub, float(problem.noise) ** 0.5, seg.lr, start,
-            average_from, steps=seg.steps, batch=seg.batch)
-        lasts.append(last_TN)
-        avgs.append(avg_TN)
-        start += seg.steps
-    last_TN = np.asarray(jnp.concatenate(lasts), np.float64)
-    avg_TN = np.asarray(jnp.concatenate(avgs), np.float64)
+    lr_T, batch_T = schedule.per_step()
+    last_TN, avg_TN = _simulate(
+        lam_d, wstar_d, jax.random.key(seed), jnp.float32(float(problem.noise) ** 0.5),
+        jnp.asarray(lr_T, jnp.float32), jnp.asarray(batch_T, jnp.int32), average_from,
+        num_runs=num_runs, max_batch=int(batch_T.max()))
+    last_TN = np.asarray(last_TN, np.float64)
+    avg_TN = np.asarray(avg_TN, np.float64)
     sem = lambda x: x.std(axis=1, ddof=1) / np.sqrt(num_runs)
     return MonteCarloCurves(last_TN.mean(1), sem(last_TN), avg_TN.mean(1), sem(avg_TN), num_runs)
 
@@ -64,19 +56,31 @@ def _risk(e_Nd, lam_d):
     return jnp.sum(e_Nd * e_Nd * lam_d, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "batch"))
-def _segment(e_Nd, u_Nd, lam_d, wstar_d, key, noise_std, lr, start, average_from, *, steps, batch):
-    N, d = e_Nd.shape
+@functools.partial(jax.jit, static_argnames=("num_runs", "max_batch"))
+def _simulate(lam_d, wstar_d, key, noise_std, lr_T, batch_T, average_from, *, num_runs, max_batch):
+    """All steps in one scan; each step draws ``max_batch`` examples and uses the first ``B_t``.
+
+    Memory is ``steps * num_runs * max_batch * dim`` floats: meant for small check problems.
+    """
+    d = lam_d.shape[0]
     sqrt_lam_d = jnp.sqrt(lam_d)
+    e_Nd = jnp.broadcast_to(-wstar_d, (num_runs, d))
+    u_Nd = jnp.zeros_like(e_Nd)
+
+    T = lr_T.shape[0]
+    kx, kn = jax.random.split(key)
+    # all the data up front, drawn flat (XLA compiles a many-dimensional threefry draw very slowly)
+    x_TNBd = jax.random.normal(kx, (T * num_runs * max_batch * d,)).reshape(
+        T, num_runs, max_batch, d) * sqrt_lam_d
+    xi_TNB = jax.random.normal(kn, (T * num_runs * max_batch,)).reshape(
+        T, num_runs, max_batch) * noise_std
 
     def step(carry, inp):
         e, u = carry
-        t, k = inp
-        kx, kn = jax.random.split(k)
-        x_NBd = jax.random.normal(kx, (N, batch, d)) * sqrt_lam_d
-        xi_NB = jax.random.normal(kn, (N, batch)) * noise_std
-        # residual <x, w> - y = <x, e> - xi ; gradient = mean_j residual_j x_j
-        resid_NB = jnp.einsum("nbd,nd->nb", x_NBd, e) - xi_NB
+        t, x_NBd, xi_NB, lr, batch = inp
+        used_B = (jnp.arange(max_batch) < batch).astype(e.dtype)
+        # residual <x, w> - y = <x, e> - xi ; gradient = mean over the batch of residual * x
+        resid_NB = (jnp.einsum("nbd,nd->nb", x_NBd, e) - xi_NB) * used_B
         grad_Nd = jnp.einsum("nb,nbd->nd", resid_NB, x_NBd) / batch
         w = (t >= average_from).astype(e.dtype)
         u = u + w * e
@@ -85,6 +89,7 @@ def _segment(e_Nd, u_Nd, lam_d, wstar_d, key, noise_std, lr, start, average_from
         avg = jnp.where(t + 1 > average_from, _risk(u / count, lam_d), _risk(e, lam_d))
         return (e, u), (_risk(e, lam_d), avg)
 
-    ts = start + jnp.arange(steps)
-    (e_Nd, u_Nd), (last_TN, avg_TN) = jax.lax.scan(step, (e_Nd, u_Nd), (ts, jax.random.split(key, steps)))
-    return e_Nd, u_Nd, last_TN, avg_TN
+    inputs = (jnp.arange(T), x_TNBd, xi_TNB, lr_T, batch_T)
+    _, (last_TN, avg_TN) = jax.lax.scan(step, (e_Nd, u_Nd), inputs)
+    r0 = _risk(e_Nd, lam_d)[None]
+    return jnp.concatenate([r0, last_TN]), jnp.concatenate([r0, avg_TN])
