@@ -11,7 +11,7 @@ computed before training and run as a fixed table.
 from bsjax.config import base_config
 
 CTX = 128
-BUDGET_EXAMPLES = 16_000
+BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
 
 
 def get_config(arg=None):
@@ -33,7 +33,7 @@ def get_config(arg=None):
   f.sigma2 = 1.0
   f.lr = 0.5
   f.budget_examples = str(BUDGET_EXAMPLES)
-  c.train.max_tokens = BUDGET_EXAMPLES * CTX
+  c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
   c.train.eval_every = 50
   c.train.eval_batches = 4
   c.train.eval_batch_size = 32

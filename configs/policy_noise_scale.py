@@ -9,11 +9,14 @@ is half the smallest size on one device. The ladder is 32, 64, ..., 256.
 """
 from bsjax.config import base_config
 
+CTX = 128
+BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
+
 
 def get_config(arg=None):
   c = base_config()
   c.model.preset = "tiny"
-  c.model.ctx_len = 128
+  c.model.ctx_len = CTX
   c.optim.lr = 3e-3
   c.optim.b1 = 0.9
   c.optim.b2 = 0.99
@@ -24,7 +27,7 @@ def get_config(arg=None):
   c.batch.policy.name = "noise_scale"
   c.batch.policy.max_batch_size = 256
   ns = c.batch.policy.noise_scale
-  ns.multiple = 1.0
+  ns.multiple = 2.0  # B_simple of this tiny model grows from ~1 to ~50 sequences
   ns.ema = 0.95
   ns.decide_every = 10
   ns.warmup_steps = 30
@@ -32,7 +35,7 @@ def get_config(arg=None):
   ns.patience = 2
   if arg == "fast":
     ns.decide_every, ns.patience = 5, 1
-  c.train.max_steps = 300
+  c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
   c.train.eval_every = 50
   c.train.eval_batches = 4
   c.train.eval_batch_size = 32

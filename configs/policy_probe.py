@@ -15,6 +15,7 @@ from bsjax.config import base_config
 
 START = 32
 CTX = 128
+BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
 
 
 def get_config(arg=None):
@@ -40,7 +41,7 @@ def get_config(arg=None):
   p.every_tokens = str(START * CTX * 60)
   p.start_tokens = str(START * CTX * 40)
   p.cbs_over = 2.0
-  c.train.max_steps = 300
+  c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
   c.train.eval_every = 50
   c.train.eval_batches = 4
   c.train.eval_batch_size = 32

@@ -10,7 +10,8 @@ schedule to the plan and uses policy.lr_override(tokens).
 from bsjax.config import base_config
 
 CTX = 128
-TOTAL_TOKENS = 32 * CTX * 600
+BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
+TOTAL_TOKENS = BUDGET_EXAMPLES * CTX
 
 
 def get_config(arg=None):
@@ -30,7 +31,7 @@ def get_config(arg=None):
   c.batch.lr_scaling = "none"
   c.batch.policy.name = "seesaw"
   c.batch.policy.max_batch_size = 256
-  c.train.max_tokens = TOTAL_TOKENS
+  c.train.max_tokens = TOTAL_TOKENS  # the same data for every policy config
   c.train.eval_every = 25
   c.train.eval_batches = 4
   c.train.eval_batch_size = 32

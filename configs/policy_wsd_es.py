@@ -13,6 +13,7 @@ token counts.
 from bsjax.config import base_config
 
 CTX = 128
+BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
 
 
 def get_config(arg=None):
@@ -37,7 +38,7 @@ def get_config(arg=None):
     w.loss_key = "loss"
     w.ema = 0.9
     w.min_steps = 20
-  c.train.max_steps = 300
+  c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
   c.train.eval_every = 50
   c.train.eval_batches = 4
   c.train.eval_batch_size = 32
