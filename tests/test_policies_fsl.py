@@ -115,3 +115,21 @@ def test_config_section_names_the_key_at_fault():
     cfg.policy.fsl.beta = 0.5
     with pytest.raises(BatchConfigError, match=r"batch.policy.fsl: beta \(capacity exponent\)"):
         policy_from_config(cfg, ctx_len=128)
+
+
+@pytest.mark.parametrize("s,beta,D,sizes", [(0.2, 2.0, 10**6, (64, 512)), (0.8, 2.0, 10**6, (64, 512)),
+                                            (0.3, 2.5, 10**8, (32, 1024))])
+def test_own_optimiser_agrees_with_the_theory_labs_two_phase_switch(s, beta, D, sizes):
+    """Two independent implementations (pure numpy here, bsjax.theory's quadrature) of one model."""
+    theory_fsl = pytest.importorskip("bsjax.theory.fsl")
+    theory_optimal = pytest.importorskip("bsjax.theory.optimal")
+    ours = optimal_switch_points(list(sizes), D, s=s, beta=beta, sigma2=1.0, lr=0.5)
+    theirs = theory_optimal.optimal_switch(theory_fsl.FSL(s=s, beta=beta, noise=1.0), lr=0.5,
+                                           batch1=sizes[0], batch2=sizes[1], data_size=D)
+    assert ours.switch_examples[0] == pytest.approx(theirs.switch_examples, rel=1e-6)
+    assert ours.loss == pytest.approx(theirs.loss, rel=1e-6)
+    assert ours.constant_losses == pytest.approx((theirs.loss_constant_small,
+                                                  theirs.loss_constant_large), rel=1e-6)
+    # The policy's two-phase table comes from the theory lab's optimiser.
+    policy = fsl_policy(list(sizes), D, ctx_len=128, s=s, beta=beta)
+    assert policy.solution.switch_examples[0] == pytest.approx(theirs.switch_examples, rel=1e-12)

@@ -15,13 +15,15 @@ Simpson's rule on logarithmic grids anchored at both ends of each phase (the
 integrand varies on a unit scale near z = 0 and near z = T); the sigma2 part
 is integrated exactly.
 
-Given (s, beta) -- fitted from small runs by ``bsjax.theory`` or given directly
--- a data budget D (examples) and the phase sizes B_1 < B_2 < ..., the switch
-points minimising L under sum of examples = D are found numerically (a 1-D
-log-grid search refined by golden section per switch point, coordinate descent
-over several), and the run follows them as a fixed table (``TablePolicy``,
-reason "fsl"). This module is a small self-contained optimiser: ``bsjax.theory``
-had no FSL optimiser to import when it was written.
+Given (s, beta) -- fitted from small runs or given directly -- a data budget D
+(examples) and the phase sizes B_1 < B_2 < ..., the switch points minimising L
+under sum of examples = D are found numerically, and the run follows them as a
+fixed table (``TablePolicy``, reason "fsl"). Two phases (the paper's late
+switch) use the theory lab's optimiser, ``bsjax.theory.optimal.optimal_switch``
+(same FSL with its default constants). More phases use
+``optimal_switch_points`` below, a small pure-numpy optimiser (a 1-D log-grid
+search refined by golden section per switch point, coordinate descent over
+several); for two phases the two agree to about 1e-8 (tests/test_policies_fsl.py).
 """
 from __future__ import annotations
 
@@ -248,6 +250,22 @@ def schedule_from_solution(solution: FslSolution, ctx_len: int) -> TableSchedule
     return TableSchedule(entries, name="batch.policy.fsl")
 
 
+def _theory_two_phase(sizes: Sequence[int], budget: int, *, s: float, beta: float,
+                      sigma2: float, lr: float) -> FslSolution:
+    """The two-phase optimum from ``bsjax.theory`` (imported here: only this policy needs it)."""
+    _check(sizes, budget, s, beta, sigma2, lr)
+    from bsjax.theory.fsl import FSL
+    from bsjax.theory.optimal import optimal_switch
+
+    point = optimal_switch(FSL(s=float(s), beta=float(beta), noise=float(sigma2)), lr=float(lr),
+                           batch1=int(sizes[0]), batch2=int(sizes[1]), data_size=int(budget))
+    return FslSolution(sizes=(int(sizes[0]), int(sizes[1])), budget=int(budget),
+                       switch_examples=(float(point.switch_examples),), loss=float(point.loss),
+                       constant_losses=(float(point.loss_constant_small),
+                                        float(point.loss_constant_large)),
+                       hard=task_is_hard(s, beta))
+
+
 def fsl_policy(sizes: Sequence[int], budget: int, *, ctx_len: int, s: float, beta: float,
                sigma2: float = 1.0, lr: float = 0.5) -> TablePolicy:
     """The FSL-optimal switch schedule as a fixed table (reason "fsl").
@@ -257,7 +275,11 @@ def fsl_policy(sizes: Sequence[int], budget: int, *, ctx_len: int, s: float, bet
     loss of this schedule against constant schedules at the smallest and
     largest size.
     """
-    solution = optimal_switch_points(sizes, budget, s=s, beta=beta, sigma2=sigma2, lr=lr)
+    sizes = list(sizes)
+    if len(sizes) == 2:
+        solution = _theory_two_phase(sizes, budget, s=s, beta=beta, sigma2=sigma2, lr=lr)
+    else:
+        solution = optimal_switch_points(sizes, budget, s=s, beta=beta, sigma2=sigma2, lr=lr)
     measured = {"fsl_s": s, "fsl_beta": beta, "hard_task": float(solution.hard),
                 "remaining_fraction": solution.remaining_fraction,
                 "fsl_loss": solution.loss, "fsl_loss_constant_smallest": solution.constant_losses[0],
