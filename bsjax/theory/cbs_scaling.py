@@ -48,7 +48,12 @@ class BatchRisk:
 
 @dataclasses.dataclass(frozen=True)
 class CBSPoint:
-    """The measurement at one data size."""
+    """The measurement at one data size.
+
+    ``optimal_batch`` is the smallest batch within 0.5% of the best risk ``optimal_risk`` (the
+    risk-optimal batch; Corollary 6's ``B* = 1`` for ``b <= a``), ``critical_batch_size`` the
+    largest batch within ``risk_factor`` of it.
+    """
 
     data_size: int
     critical_batch_size: float
@@ -91,6 +96,7 @@ class CBSScaling:
             "abs_error": abs(self.measured_exponent - self.predicted_exponent),
             "measured_prefactor": self.measured_prefactor,
             "predicted_critical_batch_size": 1 if self.b <= self.a else None,
+            "risk_optimal_batches": [p.optimal_batch for p in self.points],
             "points": pts,
         }
 
@@ -193,7 +199,10 @@ def critical_batch_size(problem: LinRegProblem, data_size: int, *, risk_factor: 
         b_star = math.exp(x0 + min(max(frac, 0.0), 1.0) * (x1 - x0))
     else:
         b_star = float(b_in)
-    best = min(rows.values(), key=lambda r: r.risk)
+    # the small-batch region is flat, so its argmin is arbitrary: report the smallest batch
+    # within _FLAT of the best risk as the risk-optimal one
+    best = min((rows[b] for b in ordered if rows[b].risk <= (1.0 + _FLAT) * best_risk),
+               key=lambda r: r.batch)
     return CBSPoint(data_size=D, critical_batch_size=b_star, optimal_batch=best.batch,
                     optimal_lr=best.lr, optimal_risk=best.risk,
                     batches=tuple(rows[b] for b in ordered))
