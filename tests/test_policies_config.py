@@ -1,4 +1,4 @@
-"""The batch.policy section: validation, the plan it builds, off-bucket requests, resume mid-decision."""
+"""The batch.policy section: validation, the plan, off-bucket requests, resume mid-decision."""
 import dataclasses
 import json
 import math
@@ -68,16 +68,19 @@ def test_each_policy_validates_and_builds_into_a_plan(name, kind):
     ("noise_scale", dict(sizes="128 256"), "batch.policy.sizes: .* must include the start size "
                                            "batch.batch_size=64"),
     ("noise_scale", dict(max_batch_size=32), "batch.policy.max_batch_size=32 is below the start"),
-    ("noise_scale", dict(noise_scale__ema=1.0), r"batch.policy.noise_scale: .*ema decay must be in \[0, 1\)"),
+    ("noise_scale", dict(noise_scale__ema=1.0),
+     r"batch.policy.noise_scale: .*ema decay must be in \[0, 1\)"),
     ("probe", dict(probe__factors="1 3 2"), "batch.policy.probe: factors must be increasing"),
     ("probe", dict(probe__every_tokens="0"), "batch.policy.probe.every_tokens must be positive"),
     ("probe", dict(probe__eps_mode="ratio"), "batch.policy.probe: eps_mode: unknown mode 'ratio'"),
     ("probe", dict(max_batch_size=1024), "batch.policy.max_batch_size \\(policy 'probe'\\): batch "
                                          "size 2048 fits no shape bucket.*max_accum_steps=32"),
-    ("wsd_es", dict(wsd_es__targets="4.0:64 3.5:100"), "batch.policy.wsd_es.targets: batch size 100 "
-                                                        "fits no shape bucket.*nearest sizes that fit: 96 or 104"),
+    ("wsd_es", dict(wsd_es__targets="4.0:64 3.5:100"),
+     "batch.policy.wsd_es.targets: batch size 100 fits no shape bucket.*nearest sizes that fit: "
+     "96 or 104"),
     ("wsd_es", dict(wsd_es__loss_key="val"), "batch.policy.wsd_es: loss_key: unknown key 'val'"),
-    ("fsl", dict(fsl__budget_examples="lots"), "batch.policy.fsl.budget_examples: cannot read 'lots'"),
+    ("fsl", dict(fsl__budget_examples="lots"),
+     "batch.policy.fsl.budget_examples: cannot read 'lots'"),
     ("noise_scale", dict(micro=16), "batch sizes \\[64, 128\\] run as one micro-step"),
 ])
 def test_each_problem_gets_one_clear_message_naming_its_key(name, overrides, message):
@@ -117,7 +120,8 @@ def test_a_request_without_a_bucket_is_rounded_with_a_warning_or_refused(mode):
     decision = plan.policy.maybe_decide(1, 0, 64, metrics)
     assert decision.batch_size == 192
     if mode == "round":
-        with pytest.warns(OffBucketWarning, match="192 has no compiled bucket; rounded down to 128"):
+        message = "192 has no compiled bucket; rounded down to 128"
+        with pytest.warns(OffBucketWarning, match=message):
             assert plan.resolve(decision.batch_size) == 128
     else:
         with pytest.raises(BatchConfigError, match=r"batch size 192 has no compiled bucket "
@@ -166,7 +170,10 @@ def test_state_survives_a_resume_mid_decision(name):
     # Stop between two switches, where a decision is under way, and resume in a new policy.
     first = _build(name)
     log = []
-    cut = (straight_log[0][0] + straight_log[1][0]) // 2 if len(straight_log) > 1 else straight_log[0][0] - 1
+    if len(straight_log) > 1:
+        cut = (straight_log[0][0] + straight_log[1][0]) // 2
+    else:
+        cut = straight_log[0][0] - 1
     if name == "noise_scale":
         cut = straight_log[1][0] - 1  # one patience vote cast, the switch not yet made
     batch_size, tokens = _run(first, 0, cut, first.initial_batch_size(), 0, log)

@@ -1,4 +1,4 @@
-"""FSL late switch: the loss model against direct quadrature, the optimiser, the schedule it runs."""
+"""FSL late switch: the loss model against quadrature, the optimiser, the schedule it runs."""
 import math
 
 import numpy as np
@@ -117,8 +117,8 @@ def test_config_section_names_the_key_at_fault():
         policy_from_config(cfg, ctx_len=128)
 
 
-@pytest.mark.parametrize("s,beta,D,sizes", [(0.2, 2.0, 10**6, (64, 512)), (0.8, 2.0, 10**6, (64, 512)),
-                                            (0.3, 2.5, 10**8, (32, 1024))])
+@pytest.mark.parametrize("s,beta,D,sizes", [
+    (0.2, 2.0, 10**6, (64, 512)), (0.8, 2.0, 10**6, (64, 512)), (0.3, 2.5, 10**8, (32, 1024))])
 def test_own_optimiser_agrees_with_the_theory_labs_two_phase_switch(s, beta, D, sizes):
     """Two independent implementations (pure numpy here, bsjax.theory's quadrature) of one model."""
     theory_fsl = pytest.importorskip("bsjax.theory.fsl")

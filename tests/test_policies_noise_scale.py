@@ -21,7 +21,7 @@ def test_estimator_recovers_both_terms_from_expected_norms():
     assert g_sq == pytest.approx(2.5, rel=1e-12)
     assert trace_sigma == pytest.approx(300.0, rel=1e-12)
     # Vectorised over steps.
-    g_S, t_S = noise_scale_estimate(np.array([grad_sq, grad_sq]), np.array([micro_grad_sq] * 2), 16, 64)
+    g_S, t_S = noise_scale_estimate(np.array([grad_sq] * 2), np.array([micro_grad_sq] * 2), 16, 64)
     assert g_S.shape == (2,) and np.allclose(t_S, 300.0)
 
 

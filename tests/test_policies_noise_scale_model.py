@@ -66,7 +66,8 @@ def test_in_step_estimate_matches_per_example_gradients_of_the_real_model():
 
         # Direct: per-example gradients of the whole pool (the population).
         def example_grad(tokens_T):
-            grads = jax.grad(lambda p: step_lib.next_token_loss(fns.graphdef, p, tokens_T[None]))(params)
+            loss = lambda p: step_lib.next_token_loss(fns.graphdef, p, tokens_T[None])
+            grads = jax.grad(loss)(params)
             return jnp.concatenate([g.reshape(-1) for g in jax.tree.leaves(grads)])
         grads_NP = np.asarray(jax.jit(jax.vmap(example_grad))(jnp.asarray(tokens_NT)), np.float64)
         mean_P = grads_NP.mean(axis=0)

@@ -27,7 +27,8 @@ from bsjax.batching.policies.fsl import fsl_policy
 from bsjax.batching.policies.noise_scale import NoiseScalePolicy
 from bsjax.batching.policies.probe import ProbePolicy
 from bsjax.batching.policies.seesaw import SeesawPolicy
-from bsjax.batching.policies.wsd_es import LossTargetPolicy, parse_loss_targets, token_stepped_policy
+from bsjax.batching.policies.wsd_es import (LossTargetPolicy, parse_loss_targets,
+                                            token_stepped_policy)
 from bsjax.batching.schedules import Schedule, schedule_from_config
 
 POLICY_NAMES = ("schedule", "noise_scale", "probe", "wsd_es", "fsl", "seesaw")
@@ -315,9 +316,10 @@ def validate_policy_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shar
     Checks unknown keys, the chosen policy's section (by building it), that
     every size it may ask for (branches included) fits a shape bucket, that
     noise_scale gets K >= 2 micro-steps at every size, that the fixed schedule
-    keys are left alone by adaptive policies, and that seesaw and the probe
-    agree with ``batch.lr_scaling``. Seesaw's sizes depend on the LR schedule;
-    without ``lr_schedule`` only its ladder is checked.
+    keys are left alone by adaptive policies, and that seesaw is not combined
+    with an LR scaling rule (it sets the LR itself). Seesaw's sizes depend on
+    the LR schedule; without ``lr_schedule`` only its ladder is checked. (The
+    probe's branch LRs follow ``batch.lr_scaling``: "sqrt" is the paper's rule.)
     """
     policy_cfg = _get(batch_cfg, "policy")
     if policy_cfg is None:
@@ -338,27 +340,23 @@ def validate_policy_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shar
         schedule = schedule_from_config(batch_cfg)
     except BatchConfigError:
         return problems  # the schedule check reports it
-    if name == "seesaw":
-        lr_rule = _get(batch_cfg, "lr_scaling", "none")
-        if lr_rule != "none":
-            problems.append(f"batch.lr_scaling={lr_rule!r} with batch.policy.name='seesaw': seesaw "
-                            f"sets the LR itself (x 1/sqrt(2) per doubling); set "
-                            f"batch.lr_scaling='none'")
-        if lr_schedule is None:
-            try:
-                ladder = ladder_from_config(policy_cfg, schedule.batch_size_at(0))
-                _check_doubling(ladder, schedule.batch_size_at(0))
-            except BatchConfigError as err:
-                return problems + err.problems
+    start = schedule.batch_size_at(0)
+    if name == "seesaw" and _get(batch_cfg, "lr_scaling", "none") != "none":
+        problems.append(f"batch.lr_scaling={_get(batch_cfg, 'lr_scaling')!r} with "
+                        f"batch.policy.name='seesaw': seesaw sets the LR itself (x 1/sqrt(2) per "
+                        f"doubling); set batch.lr_scaling='none'")
+    policy = None
+    try:
+        if name == "seesaw" and lr_schedule is None:
+            ladder = ladder_from_config(policy_cfg, start)
+            _check_doubling(ladder, start)
             sizes = ladder.sizes
-            policy = None
-    if name != "seesaw" or lr_schedule is not None:
-        try:
+        else:
             policy = policy_from_config(batch_cfg, schedule, ctx_len=ctx_len,
                                         data_shards=data_shards, lr_schedule=lr_schedule)
-        except BatchConfigError as err:
-            return problems + err.problems
-        sizes = policy.candidate_sizes()
+            sizes = policy.candidate_sizes()
+    except BatchConfigError as err:
+        return problems + _prefixed(err.problems, f"batch.policy.{name}")
     micro = _get(batch_cfg, "micro_batch_per_device", 16)
     max_accum = _get(batch_cfg, "max_accum_steps", 0) or None
     if isinstance(micro, int) and micro > 0 and isinstance(data_shards, int) and data_shards > 0:

@@ -50,7 +50,7 @@ def task_is_hard(s: float, beta: float) -> bool:
 
 
 def switch_fraction_exponent(s: float, beta: float) -> float:
-    """Predicted exponent of (D - P*)/D against D for a hard task: -(1 - 1/beta - s)/(2 - 1/beta)."""
+    """Predicted exponent of (D - P*)/D against D (hard task): -(1 - 1/beta - s)/(2 - 1/beta)."""
     return -(1.0 - 1.0 / beta - s) / (2.0 - 1.0 / beta)
 
 
@@ -81,7 +81,7 @@ def _kernel_signal_integral(a_X: np.ndarray, b_X: np.ndarray, T_X: np.ndarray, s
 
 def fsl_loss(sizes: Sequence[int], phase_examples, *, s: float, beta: float,
              sigma2: float = 1.0, lr: float = 0.5) -> np.ndarray:
-    """FSL loss (up to a constant) after phases of ``phase_examples[..., i]`` examples at ``sizes[i]``.
+    """FSL loss (up to a constant) after ``phase_examples[..., i]`` examples at ``sizes[i]``.
 
     ``phase_examples`` has shape [X, n] (X candidate schedules, n = len(sizes))
     or [n]; returns shape [X] or a scalar.
@@ -99,7 +99,8 @@ def fsl_loss(sizes: Sequence[int], phase_examples, *, s: float, beta: float,
         a_X, b_X = tau_XN[:, i], tau_XN[:, i + 1]
         signal_X = _kernel_signal_integral(a_X, b_X, T_X, s, gamma)
         # integral_a^b (1 + T - z)^-gamma dz, exactly.
-        noise_X = ((1.0 + T_X - b_X) ** (1.0 - gamma) - (1.0 + T_X - a_X) ** (1.0 - gamma)) / (gamma - 1.0)
+        noise_X = ((1.0 + T_X - b_X) ** (1.0 - gamma)
+                   - (1.0 + T_X - a_X) ** (1.0 - gamma)) / (gamma - 1.0)
         loss_X = loss_X + lr / B * (signal_X + sigma2 * noise_X)
     return float(loss_X[0]) if scalar else loss_X
 
@@ -129,8 +130,8 @@ def _check(sizes: Sequence[int], budget: int, s: float, beta: float, sigma2: flo
            lr: float) -> None:
     problems = []
     sizes = list(sizes)
-    if len(sizes) < 2 or any(isinstance(B, bool) or not isinstance(B, int) or B <= 0 for B in sizes) \
-            or any(b <= a for a, b in zip(sizes, sizes[1:])):
+    bad_size = any(isinstance(B, bool) or not isinstance(B, int) or B <= 0 for B in sizes)
+    if len(sizes) < 2 or bad_size or any(b <= a for a, b in zip(sizes, sizes[1:])):
         problems.append(f"sizes: need at least two increasing positive batch sizes, got {sizes}")
     if not (isinstance(s, (int, float)) and s > 0):
         problems.append(f"s (source exponent) must be > 0, got {s!r}")
@@ -282,7 +283,8 @@ def fsl_policy(sizes: Sequence[int], budget: int, *, ctx_len: int, s: float, bet
         solution = optimal_switch_points(sizes, budget, s=s, beta=beta, sigma2=sigma2, lr=lr)
     measured = {"fsl_s": s, "fsl_beta": beta, "hard_task": float(solution.hard),
                 "remaining_fraction": solution.remaining_fraction,
-                "fsl_loss": solution.loss, "fsl_loss_constant_smallest": solution.constant_losses[0],
+                "fsl_loss": solution.loss,
+                "fsl_loss_constant_smallest": solution.constant_losses[0],
                 "fsl_loss_constant_largest": solution.constant_losses[-1],
                 "budget_examples": float(budget)}
     if solution.hard:

@@ -136,8 +136,8 @@ class NoiseScalePolicy(PolicyBase):
             problems.append(f"initial batch size {initial} is not on the ladder {ladder.sizes}")
         if not (isinstance(multiple, (int, float)) and multiple > 0):
             problems.append(f"multiple must be positive, got {multiple!r}")
-        for name, value, low in (("decide_every", decide_every, 1), ("warmup_steps", warmup_steps, 0),
-                                 ("patience", patience, 1)):
+        for name, value, low in (("decide_every", decide_every, 1),
+                                 ("warmup_steps", warmup_steps, 0), ("patience", patience, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{name} must be an int >= {low}, got {value!r}")
         if not (isinstance(hysteresis, (int, float)) and hysteresis >= 0):
@@ -208,7 +208,8 @@ class NoiseScalePolicy(PolicyBase):
         if "grad_sq" not in metrics or "micro_grad_sq" not in metrics:
             return
         if "step" in metrics:
-            if self.last_metrics_step is not None and int(metrics["step"]) <= self.last_metrics_step:
+            last = self.last_metrics_step
+            if last is not None and int(metrics["step"]) <= last:
                 return  # the trainer passed the same step's metrics again
             self.last_metrics_step = int(metrics["step"])
         shape = self._shape(metrics, batch_size)

@@ -121,7 +121,8 @@ class LossTargetPolicy(PolicyBase):
         if self.loss_key not in metrics:
             return False
         if "step" in metrics:
-            if self.last_metrics_step is not None and int(metrics["step"]) <= self.last_metrics_step:
+            last = self.last_metrics_step
+            if last is not None and int(metrics["step"]) <= last:
                 return False
             self.last_metrics_step = int(metrics["step"])
         value = float(metrics[self.loss_key])
@@ -141,7 +142,8 @@ class LossTargetPolicy(PolicyBase):
         if not self._update_running_loss(metrics) or step < self.min_steps:
             return None
         crossed = self.next_target
-        while crossed < len(self.target_losses) and self.running_loss <= self.target_losses[crossed]:
+        targets = self.target_losses
+        while crossed < len(targets) and self.running_loss <= targets[crossed]:
             crossed += 1
         if crossed == self.next_target:
             return None
