@@ -146,3 +146,14 @@ def test_state_round_trips_with_its_history():
     with pytest.raises(BatchConfigError, match="policy state is for 'probe', not 'noise_scale'"):
         from bsjax.batching.policies import NoiseScalePolicy
         NoiseScalePolicy(Ladder([64, 128]), 64).load_state_dict(state)
+
+
+def test_a_diverged_branch_ends_the_scan_and_the_state_stays_strict_json():
+    class Diverging:
+        def probe(self, step, batch_size, factors, lr_multipliers, tokens):
+            return {1: 3.0, 2: 3.0, 4: float("nan")}
+    policy = _policy(start_tokens=0)
+    policy.attach_prober(Diverging())
+    assert policy.maybe_decide(0, 0, 64, {}) is None  # k* = 2: CBS 128 is not above 2 x 64
+    assert policy.history[-1]["k_star"] == 2 and policy.history[-1]["losses"]["4"] is None
+    json.dumps(policy.state_dict(), allow_nan=False)

@@ -186,13 +186,14 @@ class ProbePolicy(PolicyBase):
         self.num_probes += 1
         self.branch_tokens += len(self.factors) * self.probe_tokens
         self.branch_steps += steps
-        finite = all(math.isfinite(v) for v in losses.values())
-        k_star = measured_cbs_factor(losses, self.factors, self.eps, self.eps_mode) if finite else 1
+        # A diverged branch (nan or inf) fails the comparison, so the scan stops before it.
+        k_star = measured_cbs_factor(losses, self.factors, self.eps, self.eps_mode)
         cbs = k_star * batch_size
         switch = cbs > self.cbs_over * batch_size
         record = {"step": step, "tokens": tokens, "batch_size": batch_size, "k_star": k_star,
                   "cbs": cbs, "switched": switch,
-                  "losses": {str(k): v for k, v in losses.items()}}
+                  "losses": {str(k): v if math.isfinite(v) else None  # JSON-safe
+                             for k, v in losses.items()}}
         self.history = (self.history + [record])[-HISTORY:]
         if not switch:
             return None
@@ -202,7 +203,7 @@ class ProbePolicy(PolicyBase):
                     "branch_tokens_total": float(self.branch_tokens),
                     "branch_steps_total": float(self.branch_steps),
                     "branch_steps": float(steps), "probes": float(self.num_probes)}
-        measured.update({f"loss_k{k}": v for k, v in losses.items()})
+        measured.update({f"loss_k{k}": v for k, v in losses.items() if math.isfinite(v)})
         return Decision(doubled, "probe", measured)
 
     # -- hooks and state ----------------------------------------------------
