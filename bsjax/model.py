@@ -107,8 +107,18 @@ def _dtype(name: str):
   return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
+def _partitioned(init, spec: tuple):
+  """``init`` with an FSDP partition spec when a mesh with an ``fsdp`` axis is active.
+
+  Outside such a mesh (a notebook, a unit test) the model builds unsharded.
+  """
+  if FSDP in jax.sharding.get_abstract_mesh().axis_names:
+    return nnx.with_partitioning(init, spec)
+  return init
+
+
 def _init(std: float, spec: tuple):
-  return nnx.with_partitioning(nnx.initializers.normal(std), spec)
+  return _partitioned(nnx.initializers.normal(std), spec)
 
 
 def rope(x_BTNH: jax.Array, base: float) -> jax.Array:
@@ -172,8 +182,8 @@ class Mlp(nnx.Module):
 
 def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(cfg.d_model, dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype),
-                       scale_init=nnx.with_partitioning(nnx.initializers.ones, (FSDP,)),
-                       bias_init=nnx.with_partitioning(nnx.initializers.zeros, (FSDP,)), rngs=rngs)
+                       scale_init=_partitioned(nnx.initializers.ones, (FSDP,)),
+                       bias_init=_partitioned(nnx.initializers.zeros, (FSDP,)), rngs=rngs)
 
 
 class Block(nnx.Module):

@@ -92,7 +92,8 @@ def _decay_mask(params):
 
 def make_optimizer(ocfg) -> optax.GradientTransformation:
   """Global-norm clipping followed by AdamW whose LR and beta2 are injectable."""
-  adam = optax.inject_hyperparams(optax.adamw)(
+  # ``mask`` must be static: inject_hyperparams would call a callable as a schedule.
+  adam = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
       learning_rate=ocfg.lr, b1=ocfg.b1, b2=ocfg.b2, eps=ocfg.eps,
       weight_decay=ocfg.weight_decay, mask=_decay_mask)
   if ocfg.clip_norm > 0:
