@@ -34,6 +34,9 @@ def test_float32_scan_agrees_with_float64_numpy_loop():
     got = risk_curves(problem, scheds, average_from=10, record_every=1)
     assert np.max(np.abs(got.last_GR / last - 1)) < 1e-4
     assert np.max(np.abs(got.averaged_GR / avg - 1)) < 1e-4
+    # one config per block: the blocks are spread over the 8 fake devices
+    spread = risk_curves(problem, scheds, average_from=10, record_every=1, block=1)
+    assert np.max(np.abs(spread.averaged_GR / avg - 1)) < 1e-4
     got64 = risk_curves(problem, scheds, average_from=10, record_every=1, dtype="float64")
     assert np.max(np.abs(got64.last_GR / last - 1)) < 1e-10
     assert np.max(np.abs(got64.averaged_GR / avg - 1)) < 1e-10

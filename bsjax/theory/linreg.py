@@ -231,26 +231,40 @@ def _run_scan(lam_d, s0_d, noise, tables, n_rec, record_every, block, dtype):
     end_GK, lr_GK, invb_GK, w_GK = tables
     G = end_GK.shape[0]
     n_blocks = math.ceil(G / block)
+    # blocks are independent: spread them over the local devices (CPU cores when the process
+    # was started with --xla_force_host_platform_device_count), one block list per device
+    n_dev = min(jax.local_device_count(), n_blocks)
+    n_blocks = math.ceil(n_blocks / n_dev) * n_dev
     pad = n_blocks * block - G
 
     def blocked(x):
         x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x
-        return x.reshape((n_blocks, block) + x.shape[1:])
+        return x.reshape((n_dev, n_blocks // n_dev, block) + x.shape[1:])
 
     float_np = np.float64 if dtype == "float64" else np.float32
+    unroll = 4 if record_every % 4 == 0 else 1
     with jax.enable_x64(dtype == "float64"):
-        m, P = _scan_jit(
-            jnp.asarray(lam_d, float_np), jnp.asarray(s0_d, float_np), jnp.asarray(noise, float_np),
-            jnp.asarray(blocked(np.minimum(end_GK, _FROZEN_END)), jnp.int32),
-            jnp.asarray(blocked(lr_GK), float_np), jnp.asarray(blocked(invb_GK), float_np),
-            jnp.asarray(blocked(w_GK), float_np), jnp.int32(record_every), n_rec=n_rec,
-            unroll=4 if record_every % 4 == 0 else 1)
+        args = (jnp.asarray(lam_d, float_np), jnp.asarray(s0_d, float_np), jnp.asarray(noise, float_np),
+                blocked(np.minimum(end_GK, _FROZEN_END).astype(np.int32)),
+                blocked(lr_GK.astype(float_np)), blocked(invb_GK.astype(float_np)),
+                blocked(w_GK.astype(float_np)), jnp.int32(record_every))
+        if n_dev == 1:
+            m, P = _scan_jit(*args[:3], *(a[0] for a in args[3:7]), args[7], n_rec=n_rec, unroll=unroll)
+            m, P = m[None], P[None]
+        else:
+            m, P = _scan_pmap(n_rec, unroll, n_dev)(*args)
         m = np.asarray(m, dtype=np.float64)
         P = np.asarray(P, dtype=np.float64)
-    # (n_blocks, n_rec, block) -> (G, n_rec)
-    m = m.transpose(0, 2, 1).reshape(n_blocks * block, n_rec)[:G]
-    P = P.transpose(0, 2, 1).reshape(n_blocks * block, n_rec)[:G]
+    # (n_dev, n_blocks / n_dev, n_rec, block) -> (G, n_rec)
+    m = m.reshape(n_blocks, n_rec, block).transpose(0, 2, 1).reshape(n_blocks * block, n_rec)[:G]
+    P = P.reshape(n_blocks, n_rec, block).transpose(0, 2, 1).reshape(n_blocks * block, n_rec)[:G]
     return m, P
+
+
+@functools.lru_cache(maxsize=None)
+def _scan_pmap(n_rec: int, unroll: int, n_dev: int):
+    fn = functools.partial(_scan_jit, n_rec=n_rec, unroll=unroll)
+    return jax.pmap(fn, in_axes=(None, None, None, 0, 0, 0, 0, None), devices=jax.local_devices()[:n_dev])
 
 
 def _config_step(s_d, c_d, P, P_err, lam_d, noise, t, end_K, lr_K, invb_K, w_K):
