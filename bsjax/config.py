@@ -74,17 +74,20 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> model_li
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
   """Every problem of a run config, one message each, before anything is built."""
   problems: list[str] = []
+  data, fsdp = config.mesh.data, config.mesh.fsdp
+  mesh_ok = fsdp >= 1 and (data == -1 or data >= 1) and (
+      num_devices % fsdp == 0 if data == -1 else data * fsdp == num_devices)
   if config.model.preset not in model_lib.PRESETS:
     problems.append(f"model.preset={config.model.preset!r} is unknown; choose one of "
                     f"{sorted(model_lib.PRESETS)}")
   else:
     problems += model_lib.validate_model_config(model_config(config, vocab_size=1),
-                                                fsdp=max(config.mesh.fsdp, 1))
+                                                fsdp=fsdp if mesh_ok else 1)
   problems += [f"data: {p}" if not p.startswith("data") else p
                for p in validate_data_config(config.data)]
-  problems += optim.validate_optim_config(config.optim)
+  optim_problems = optim.validate_optim_config(config.optim)
+  problems += optim_problems
 
-  data, fsdp = config.mesh.data, config.mesh.fsdp
   shards = None
   if fsdp < 1 or (data != -1 and data < 1):
     problems.append(f"mesh.data={data}, mesh.fsdp={fsdp}: sizes must be >= 1 (data may be -1)")
@@ -95,9 +98,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
   else:
     shards = num_devices
   if shards is not None:
+    # A bad optimizer value was reported above; the batch rules then skip their base check.
+    bases_ok = not optim_problems
     problems += [p if p.startswith("batch") else f"batch: {p}" for p in validate_batch_config(
-        config.batch, config.model.ctx_len, shards, base_b2=config.optim.b2,
-        base_ewa_tau=config.optim.ewa_tau)]
+        config.batch, config.model.ctx_len, shards,
+        base_b2=config.optim.b2 if bases_ok else None,
+        base_ewa_tau=config.optim.ewa_tau if bases_ok else None,
+        lr_schedule=optim.lr_schedule_from_config(config.optim) if bases_ok else None)]
 
   t = config.train
   if t.max_steps < 0 or t.max_tokens < 0:

@@ -77,6 +77,18 @@ class BatchPolicy(abc.ABC):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
 
+    def metrics_to_log(self) -> dict[str, float]:
+        """Quantities the policy measured, added to every train line (none by default)."""
+        return {}
+
+    def summary(self) -> dict[str, float]:
+        """Cumulative figures for summary.json (none by default)."""
+        return {}
+
+    def lr_override(self, tokens: int) -> float | None:
+        """An LR that replaces the schedule's after ``tokens`` tokens (None: no override)."""
+        return None
+
     def maybe_decide(self, step: int, tokens: int, batch_size: int,
                      metrics: Mapping[str, float]) -> Decision | None:
         """``decide`` at decision points, None elsewhere and when the size stays."""

@@ -136,10 +136,11 @@ class Trainer:
     self.ctx_len = config.model.ctx_len
     self.corpus = _load_corpus_once(data_lib, config.data, self.ctx_len)
     self.model_cfg = config_lib.model_config(config, self.corpus.vocab_size)
-    self.plan = plan_from_config(config.batch, self.ctx_len, mesh_lib.data_shards(self.mesh),
-                                 base_b2=config.optim.b2, base_ewa_tau=config.optim.ewa_tau)
-    self.policy = self.plan.policy
     self.lr_schedule = optim.lr_schedule_from_config(config.optim)
+    self.plan = plan_from_config(config.batch, self.ctx_len, mesh_lib.data_shards(self.mesh),
+                                 base_b2=config.optim.b2, base_ewa_tau=config.optim.ewa_tau,
+                                 lr_schedule=self.lr_schedule)
+    self.policy = self.plan.policy
     self.counts = model_lib.count_params(self.model_cfg)
     if self.is_main:
       resolved = json.loads(config.to_json_best_effort())
@@ -161,6 +162,7 @@ class Trainer:
     self.eval_steps = _eval_steps(config)
     self.compile_s = 0.0
     self.last_saved_step: int | None = None
+    self._tokens_now = 0
 
   # ----------------------------------------------------------------- set-up
   def _restore_or_init(self) -> tuple[Any, Position, int]:
@@ -211,7 +213,9 @@ class Trainer:
   def _hparams(self, batch_size: int, tokens: int) -> dict[str, float]:
     coupled = self.plan.coupling.hparams_for(batch_size)
     o = self.config.optim
-    return dict(lr=self.lr_schedule(tokens) * coupled["lr_scale"],
+    override = self.policy.lr_override(tokens)  # seesaw sets the LR itself
+    lr = override if override is not None else self.lr_schedule(tokens) * coupled["lr_scale"]
+    return dict(lr=lr,
                 b2=o.b2 if coupled["b2"] is None else coupled["b2"],
                 ewa_tau=o.ewa_tau if coupled["ewa_tau"] is None else coupled["ewa_tau"])
 
@@ -258,6 +262,7 @@ class Trainer:
                    wall_s=round(self.clock(), 3), compile_s=round(self.compile_s, 3),
                    corpus=self.corpus.identity)
     summary.update(extra)
+    summary["policy"] = dict(name=self.policy.kind, **self.policy.summary())
     metrics_lib.write_json_atomic(self.workdir / "summary.json", summary)
 
   # ------------------------------------------------------------------- loop
@@ -278,6 +283,12 @@ class Trainer:
     self._write_summary("running", pos, {})
     self.executables.submit(self._compile_order(batch_size))
     eval_exe, eval_batches = self._eval_batches()
+    prober = None
+    if hasattr(self.policy, "attach_prober"):
+      from bsjax.train.probe import BranchProber
+
+      prober = BranchProber(self, lambda params: float(eval_exe(params, eval_batches)))
+      self.policy.attach_prober(prober)
 
     from clu import periodic_actions
 
@@ -320,6 +331,9 @@ class Trainer:
                            event="diverged", loss=metrics["loss"], grad_norm=metrics["grad_norm"])
         return False
       last_good = done_pos
+      bucket = self.plan.bucket(B)
+      last_metrics.update(step=done_pos.step, batch_size=B, micro_batch_size=bucket.M,
+                          accum_steps=bucket.K, lr=hp["lr"])
       if done_pos.step % t.log_every == 0 or done_pos.step == 1:
         tokens_per_step = B * self.ctx_len
         self.metrics.write("train", done_pos.step, done_pos.examples, done_pos.tokens,
@@ -327,7 +341,8 @@ class Trainer:
                            loss=metrics["loss"], grad_norm=metrics["grad_norm"],
                            grad_sq=metrics["grad_sq"], micro_grad_sq=metrics["micro_grad_sq"],
                            step_time_s=round(step_time, 5),
-                           tokens_per_s=round(tokens_per_step / max(step_time, 1e-9), 1))
+                           tokens_per_s=round(tokens_per_step / max(step_time, 1e-9), 1),
+                           **self.policy.metrics_to_log())
       return True
 
     while True:
@@ -341,7 +356,15 @@ class Trainer:
       if status:
         break
 
+      self._tokens_now = pos.tokens
+      if prober is not None and self.policy.is_decision_point(pos.step, pos.tokens):
+        if not finish_in_flight():
+          status = "diverged"
+          break
+        prober.state, prober.examples = state, pos.examples
       decision = self.policy.maybe_decide(pos.step, pos.tokens, batch_size, last_metrics)
+      if prober is not None:
+        prober.state = None
       if decision is not None:
         new_size = self.plan.resolve(decision.batch_size)
         if new_size != batch_size:
@@ -398,6 +421,7 @@ class Trainer:
         self.metrics.write("eval", pos.step, pos.examples, pos.tokens, eval_loss=loss,
                            ewa_eval_loss=ewa_loss, batch_size=batch_size)
         extra.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
+        last_metrics.update(eval_loss=loss, ewa_eval_loss=ewa_loss)
         if t.target_loss > 0 and ewa_loss <= t.target_loss and extra["steps_to_target"] is None:
           extra.update(steps_to_target=pos.step, tokens_to_target=pos.tokens,
                        examples_to_target=pos.examples)
