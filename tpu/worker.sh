@@ -169,7 +169,8 @@ mount_bucket() {  # BUCKET
   fi
   sudo -n mkdir -p "$point"
   sudo -n chown "$(id -u):$(id -g)" "$point"
-  gcsfuse --implicit-dirs "$bucket" "$point"
+  # Orbax commits a checkpoint by renaming its temporary folder: allow folder renames.
+  gcsfuse --implicit-dirs --rename-dir-limit=200000 "$bucket" "$point"
   echo "gs://$bucket mounted at $point"
 }
 
