@@ -61,7 +61,8 @@ def _config_command(name: str, argv: list[str]) -> int:
               f"tokens: {summary['tokens']}")
         print(f"summary:     {os.path.join(flags_.workdir, 'summary.json')}")
         print(f"metrics:     {os.path.join(flags_.workdir, 'metrics.jsonl')}")
-        print(f"tensorboard: tensorboard --logdir {os.path.join(flags_.workdir, 'tensorboard')}")
+        if config.train.tensorboard:
+          print(f"tensorboard: tensorboard --logdir {os.path.join(flags_.workdir, 'tensorboard')}")
       else:
         from bsjax.cbs.sweep import run_sweep
 

@@ -32,6 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       preset="tiny", ctx_len=512,
+      vocab_size=0,  # 0: the tokenizer's; larger pads the embedding (e.g. 50280, or a multiple of 128)
       # Overrides of the preset's architecture (0 keeps the preset's value).
       d_model=0, n_layers=0, n_heads=0, d_ff=0,
       pos="rope", mlp="gelu", tie_embeddings=True,
@@ -65,8 +66,11 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> model_li
   """The ModelConfig a run config describes, for a tokenizer's vocabulary."""
   m = config.model
   overrides = {k: m[k] for k in ("d_model", "n_layers", "n_heads", "d_ff") if m[k]}
+  if m.vocab_size and m.vocab_size < vocab_size:
+    raise ConfigError([f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
+                       f"vocabulary {vocab_size}; use 0 or at least {vocab_size}"])
   return model_lib.preset_config(
-      m.preset, vocab_size=vocab_size, ctx_len=m.ctx_len, pos=m.pos, mlp=m.mlp,
+      m.preset, vocab_size=m.vocab_size or vocab_size, ctx_len=m.ctx_len, pos=m.pos, mlp=m.mlp,
       tie_embeddings=m.tie_embeddings, dtype=m.dtype, param_dtype=m.param_dtype,
       attention=m.attention, **overrides)
 

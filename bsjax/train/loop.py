@@ -290,10 +290,8 @@ class Trainer:
       prober = BranchProber(self, lambda params: float(eval_exe(params, eval_batches)))
       self.policy.attach_prober(prober)
 
-    from clu import periodic_actions
-
-    report = periodic_actions.ReportProgress(
-        num_train_steps=t.max_steps or None, writer=self.metrics.writer(), every_steps=t.log_every)
+    report = metrics_lib.progress_reporter(t.max_steps or None, self.metrics.writer(),
+                                           t.log_every)
 
     extra: dict[str, Any] = dict(steps_to_target=None, tokens_to_target=None,
                                  examples_to_target=None)

@@ -8,6 +8,7 @@ writes; other processes keep a no-op log so the loop needs no branches.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -86,6 +87,35 @@ def read_metrics(path: str | Path, kind: str | None = None) -> list[dict[str, An
         if kind is None or line["kind"] == kind:
           lines.append(line)
   return lines
+
+
+class _ConsoleProgress:
+  """Steps/s and ETA on the console every ``every`` steps: the fallback for clu's
+  ReportProgress where TensorFlow (which clu's writers import) is not installed."""
+
+  def __init__(self, num_train_steps: int | None, every_steps: int):
+    self._total, self._every = num_train_steps, every_steps
+    self._last_step, self._last_time = None, time.perf_counter()
+
+  def __call__(self, step: int) -> None:
+    if step % self._every:
+      return
+    now = time.perf_counter()
+    if self._last_step is not None and step > self._last_step:
+      rate = (step - self._last_step) / (now - self._last_time)
+      eta = f", ETA {(self._total - step) / rate:.0f}s" if self._total else ""
+      logging.getLogger("bsjax").info("step %d: %.2f steps/s%s", step, rate, eta)
+    self._last_step, self._last_time = step, now
+
+
+def progress_reporter(num_train_steps: int | None, writer, every_steps: int):
+  """clu's ReportProgress (steps/s, ETA), or a console fallback without TensorFlow."""
+  try:
+    from clu import periodic_actions
+  except ImportError:
+    return _ConsoleProgress(num_train_steps, every_steps)
+  return periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
+                                         every_steps=every_steps)
 
 
 class Stopwatch:

@@ -44,13 +44,15 @@ def main():
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--peak-tflops", type=float, default=0.0, help="per device; 0: look it up")
-  p.add_argument("--vocab", type=int, default=0, help="model vocabulary for FLOPs (0: tokenizer's)")
+  p.add_argument("--vocab", type=int, default=0,
+                 help="model vocabulary (0: the byte tokenizer's 257; the paper's is 50280)")
   args = p.parse_args()
   micro = args.micro or max(1, args.batch // jax.device_count())
 
   with tempfile.TemporaryDirectory() as tmp:
     cfg = run_config(args.preset, args.batch, args.ctx, args.warmup + args.steps, args.dtype, micro,
                      workdir_cache=f"{tmp}/xla")
+    cfg.model.vocab_size = args.vocab
     trainer = Trainer(cfg, f"{tmp}/run")
     trainer.run()
     lines = [l for l in train_lines(f"{tmp}/run") if l["step"] > args.warmup]
