@@ -23,6 +23,7 @@
 # A TPU VM counts as ready in state READY; a queued resource in state ACTIVE.
 # Shared flags (--name, --zone, --project, --dry-run): see tpu/README.md.
 set -euo pipefail
+# shellcheck source=_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 ACCEL="${BSJAX_TPU_TYPE:-}"

@@ -13,6 +13,7 @@
 # if you want a final checkpoint. Checkpoints in a bucket stay.
 # Shared flags (--name, --zone, --project, --dry-run): see tpu/README.md.
 set -euo pipefail
+# shellcheck source=_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 QUEUED=0

@@ -24,6 +24,7 @@
 # The same WORKDIR again resumes from its last checkpoint.
 # Shared flags (--name, --zone, --project, --dry-run): see tpu/README.md.
 set -euo pipefail
+# shellcheck source=_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 SWEEP=0

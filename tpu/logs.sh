@@ -11,6 +11,7 @@
 #   --status       list every run on the worker(s) and its state instead
 # Shared flags (--name, --zone, --project, --dry-run): see tpu/README.md.
 set -euo pipefail
+# shellcheck source=_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 RUN_NAME=""

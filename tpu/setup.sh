@@ -21,6 +21,7 @@
 # Shared flags (--name, --zone, --project, --dry-run; env BSJAX_TPU_NAME,
 # BSJAX_TPU_ZONE, BSJAX_TPU_PROJECT, BSJAX_TPU_SSH_FLAGS): see tpu/README.md.
 set -euo pipefail
+# shellcheck source=_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 REF=HEAD

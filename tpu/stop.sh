@@ -14,6 +14,7 @@
 #                 last periodic checkpoint)
 # Shared flags (--name, --zone, --project, --dry-run): see tpu/README.md.
 set -euo pipefail
+# shellcheck source=_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 RUN_NAME=""

@@ -25,7 +25,7 @@
 #          SIGTERM and records the exit code; BSJAX_DISTRIBUTED=auto is set
 #          unless --no-distributed. Refuses while another run is alive here.
 #          Waits --settle seconds (default 20) and fails with the log's tail
-#          if bsjax has already exited (a bad config, say).
+#          if bsjax has already exited with an error (a bad config, say).
 # stop     sends SIGTERM (bsjax saves a checkpoint and ends with status
 #          "preempted"), waits up to --wait seconds (default 600), then with
 #          --kill sends SIGKILL.
@@ -297,6 +297,11 @@ cmd_start() {
     sleep 1
     waited=$((waited + 1))
   done
+  if [[ "$(cat "$run_dir/exit_code" 2>/dev/null)" == 0 ]]; then
+    echo "worker $id ($(hostname)): run '$run' already finished (exit code 0); log $log"
+    tail -n 5 "$log"
+    return 0
+  fi
   if [[ -f "$run_dir/exit_code" ]] || ! pid="$(live_pid "$run_dir/supervisor.pid" "$run_dir")"; then
     echo "worker $id ($(hostname)): run '$run' ended within ${settle}s: $(describe_run "$run"); its log:" >&2
     tail -n 40 "$log" >&2 || true
