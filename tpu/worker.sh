@@ -120,6 +120,12 @@ no_live_run() {  # WHAT
   done
 }
 
+# apt-get as root, waiting for the dpkg lock (fresh VMs run unattended upgrades at boot).
+apt_install() {  # PACKAGE...
+  sudo -n apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+  sudo -n env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >&2
+}
+
 python_ok() {  # PY: Python >= 3.11 with venv support
   "$1" -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
 }
@@ -140,8 +146,7 @@ pick_python() {  # [PY]
   # TPU VM images (Ubuntu 22.04) ship Python 3.10; bsjax needs 3.11.
   command -v apt-get >/dev/null 2>&1 || die "no Python >= 3.11 found; pass --python PATH"
   echo "worker.sh: no Python >= 3.11 with venv here; installing python3.11 with apt" >&2
-  sudo -n apt-get update -qq >&2
-  sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11 python3.11-venv >&2
+  apt_install python3.11 python3.11-venv
   python_ok python3.11 || die "python3.11 from apt does not work; pass --python PATH"
   echo python3.11
 }
@@ -164,8 +169,7 @@ mount_bucket() {  # BUCKET
       | sudo -n tee /usr/share/keyrings/cloud.google.asc >/dev/null
     echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$codename main" \
       | sudo -n tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null
-    sudo -n apt-get update -qq
-    sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcsfuse
+    apt_install gcsfuse
   fi
   sudo -n mkdir -p "$point"
   sudo -n chown "$(id -u):$(id -g)" "$point"
@@ -213,7 +217,14 @@ cmd_install() {
     echo "venv $VENV has an old Python: making it again"
     rm -rf "$VENV"
   fi
-  if [[ ! -x "$VENV/bin/python" ]]; then
+  if [[ ! -x "$VENV/bin/python" ]] && ! "$python" -m venv "$VENV"; then
+    # Debian and Ubuntu ship the venv support of each Python as its own package.
+    rm -rf "$VENV"
+    if [[ "$(basename "$python")" != python3* ]] || ! command -v apt-get >/dev/null 2>&1; then
+      die "'$python -m venv' failed; pass --python with a Python that can make a venv"
+    fi
+    echo "installing $(basename "$python")-venv with apt" >&2
+    apt_install "$(basename "$python")-venv"
     "$python" -m venv "$VENV"
   fi
 
