@@ -89,3 +89,13 @@ def test_data_smaller_than_batch_and_other_schedule_errors():
         risk_curves(SMALL, Schedule.constant(0.1, 1, steps=20), average_from=50)
     with pytest.raises(TheoryInputError, match="dtype"):
         risk_curves(SMALL, Schedule.constant(0.1, 1, steps=20), dtype="float16")
+
+
+def test_records_end_at_the_last_step():
+    problem = LinRegProblem(a=2.0, b=3.0, dim=30)
+    c = risk_curves(problem, [Schedule.constant(0.2, 1, steps=1001), Schedule.constant(0.2, 2, steps=37)],
+                    num_records=10)
+    assert c.steps_R[0] == 0 and c.steps_R[-1] == 1001 and np.all(np.diff(c.steps_R) > 0)
+    ref_last, ref_avg = risk_curves_reference(problem, [Schedule.constant(0.2, 1, steps=1001)])
+    assert c.final_averaged_G[0] == pytest.approx(ref_avg[0, -1], rel=1e-4)
+    assert c.examples_GR[1, -1] == 74

@@ -115,7 +115,8 @@ def risk_curves(problem: LinRegProblem, schedules: Schedule | Sequence[Schedule]
 
     ``num_records`` evenly spaced records (or one every ``record_every`` steps) up to the longest
     schedule. All schedules run together: the configs are ``vmap``-ed within blocks of ``block``
-    configs and the steps are a ``lax.scan``.
+    configs (default: a block's state fits in cache on CPU, one block on accelerators), the blocks
+    are spread over the local devices, and the steps are a ``lax.scan``.
     """
     if isinstance(schedules, Schedule):
         schedules = [schedules]
@@ -149,7 +150,9 @@ def risk_curves(problem: LinRegProblem, schedules: Schedule | Sequence[Schedule]
 
     m_GR, P_GR = _run_scan(lam_d, s0_d, problem.noise, tables, n_rec, record_every, block, dtype)
 
-    steps_R = np.concatenate([[0], np.arange(1, n_rec + 1) * record_every]).astype(np.int64)
+    # the last record may fall past the longest schedule, whose state is frozen there
+    steps_R = np.minimum(np.concatenate([[0], np.arange(1, n_rec + 1) * record_every]),
+                         max_steps).astype(np.int64)
     m0 = float(lam_d @ s0_d)
     last_GR = np.concatenate([np.full((G, 1), m0), m_GR], axis=1)
     count_GR = np.clip(np.minimum(steps_R[None, :], n_G[:, None]) - average_from, 0, None)
