@@ -41,6 +41,7 @@ def main():
   p.add_argument("--ctx", type=int, default=128)
   p.add_argument("--dtype", default="float32")
   p.add_argument("--micro", type=int, default=0, help="micro-batch per device (0: whole batch)")
+  p.add_argument("--attention", default="auto", help="auto | xla | cudnn")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--peak-tflops", type=float, default=0.0, help="per device; 0: look it up")
@@ -53,6 +54,7 @@ def main():
     cfg = run_config(args.preset, args.batch, args.ctx, args.warmup + args.steps, args.dtype, micro,
                      workdir_cache=f"{tmp}/xla")
     cfg.model.vocab_size = args.vocab
+    cfg.model.attention = args.attention
     trainer = Trainer(cfg, f"{tmp}/run")
     trainer.run()
     lines = [l for l in train_lines(f"{tmp}/run") if l["step"] > args.warmup]

@@ -18,6 +18,10 @@ for part in ${parts[*]}; do
       python3 switch_stall.py --preset 85M --ctx 512 --dtype bfloat16 --sizes 16,32,64,128 \
         --micro 32 --first-steps 150 --steps 15
       ;;
-    *) echo "unknown part $part (mfu overhead data stall)" >&2; exit 2 ;;
+    mfu-cudnn)
+      python3 mfu.py --preset 151M --ctx 512 --dtype bfloat16 --vocab 50280 --batch 64 --micro 64 \
+        --attention cudnn
+      ;;
+    *) echo "unknown part $part (mfu mfu-cudnn overhead data stall)" >&2; exit 2 ;;
   esac
 done
