@@ -225,3 +225,36 @@ def test_finished_run_of_another_config_is_refused(finished, tmp_path, text_corp
   changed.base.train.eval_batches = 3  # changes the eval loss, so the target and every run
   with pytest.raises(SweepConfigError, match="train.eval_batches: 2 != 3"):
     run_sweep(changed, copy, out=[].append)
+
+
+def load_config_file(name, arg):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(f"sweep_cfg_{name}", th.REPO / "configs" / name)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_paper_sweep_config_follows_tables_1_3_and_4(tmp_path):
+  tokenizer = tmp_path / "tokenizer.json"
+  tokenizer.write_text("{}")  # validation checks only that the file exists
+  config = load_config_file("sweep_paper.py", "151M")
+  config.base.data.tokenizer_path = str(tokenizer)
+  plan = plan_sweep(config, num_devices=8)
+  (setting,) = plan.settings
+  assert abs(setting.t_chin - 23438) / 23438 < 1e-3  # Table 1: the Chinchilla step of 151M at batch 256
+  by_size = {p.batch_size: p for p in plan.points}
+  assert sorted(by_size) == [2**i for i in range(6, 15)]
+  assert (by_size[512].b2, by_size[512].ewa_tau) == (0.99, 0.998)  # Table 4, 151M
+  assert (by_size[1024].b2, by_size[1024].ewa_tau) == (0.95, 0.95)
+  assert by_size[256].warmup_tokens == round(0.25 * setting.ref_tokens)
+
+  grid = load_config_file("sweep_paper.py", "151M,grid")
+  grid.base.data.tokenizer_path = str(tokenizer)
+  assert len(plan_sweep(grid, num_devices=8).points) == 9 * 5 * 7
+
+  data = load_config_file("sweep_paper.py", "151M,data")
+  data.base.data.tokenizer_path = str(tokenizer)
+  settings = plan_sweep(data, num_devices=8).settings
+  assert [round(s.ref_tokens / settings[2].ref_tokens, 2) for s in settings] == [0.28, 0.5, 1.0, 2.0, 4.0]

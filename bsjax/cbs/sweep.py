@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import ml_collections
 
 FINAL_STATUSES = ("target_reached", "max_steps", "max_tokens", "diverged")
-RULES = ("grid", "half_life", "table")
+RULES = ("grid", "half_life", "table", "table4")
 SWEEP_FILE = "sweep.json"
 BASE_CONFIG_FILE = "base_config.json"
 # The run config file that turns base_config.json back into a ConfigDict for `bsjax train`.
@@ -89,7 +89,9 @@ def default_sweep_section() -> ml_collections.ConfigDict:
       value holds at reference_batch_size and becomes ``v ** (B / B_ref)`` at
       batch B, keeping the half-life in tokens fixed) or "table" (one value per
       batch size from b2_table / ewa_tau_table, "B:value B:value", the entry
-      with the largest B at or below the run's; the paper's Table 4 style).
+      with the largest B at or below the run's; the paper's Table 4 style), or
+      "table4" (the paper's Table 4 values for the run's model preset, 85M to
+      1.2B, from ``bsjax.batching.paper_tables``; its batch-64 row below 64).
     - warmup_fraction: grid of warm-up lengths as fractions of the reference
       run's tokens (paper: 0.25 of t_chin); or warmup_tokens: grid in tokens
       (set one of the two, the other empty).
@@ -97,7 +99,9 @@ def default_sweep_section() -> ml_collections.ConfigDict:
     - chinchilla_ratio: tokens per non-embedding parameter of the reference
       run (paper: 20); a list gives one setting (reference, target, curve) per ratio.
     - models: "" for the base model, or "key=value,..." overrides of the
-      ``model`` section (e.g. "d_model=64,n_layers=4"); one setting per model.
+      ``model`` section (e.g. "d_model=64,n_layers=4" or "preset=302M"); one
+      setting per model. Run folders carry a setting prefix (model and ratio)
+      unless the sweep has the base model only, at one ratio.
     - target_loss: 0 takes the target from the reference run; > 0 uses it as is.
     - max_steps_factor: a run gives up after this many times its expected steps.
     - min_expected_steps: floor of the expected steps of large batch sizes.
@@ -348,6 +352,8 @@ def plan_sweep(config: ml_collections.ConfigDict, num_devices: int | None = None
                         f"add one like '{min(below)}:VALUE'"
                     )
             tables[key] = table
+        elif rule == "table4":
+            tables[key] = {}  # per setting, from the model preset (checked below)
         elif sweep[table_key]:
             problems.append(f"sweep.{table_key} is set but sweep.{rule_key}={rule!r}; set {rule_key}='table'")
 
@@ -406,7 +412,7 @@ def plan_sweep(config: ml_collections.ConfigDict, num_devices: int | None = None
         raise SweepConfigError(problems)
 
     settings: list[Setting] = []
-    single = len(models) == 1 and len(ratios) == 1
+    single = models == [()] and len(ratios) == 1
     for overrides in models:
         run_model = _unlocked_copy(base).model
         for key, value in overrides:
@@ -419,6 +425,11 @@ def plan_sweep(config: ml_collections.ConfigDict, num_devices: int | None = None
             problems.append(f"sweep.models={dict(overrides)!r}: {exc}")
             continue
         ctx = run_model.ctx_len
+        if "table4" in (sweep.b2_rule, sweep.ewa_tau_rule) and _table4_size(run_model.preset) is None:
+            problems.append(
+                f"sweep.b2_rule / ewa_tau_rule 'table4' needs a model preset of the paper "
+                f"(85M, 151M, 302M, 604M, 1.2B); model {dict(overrides) or 'base'} has preset {run_model.preset!r}"
+            )
         for ratio in ratios:
             t_chin = max(1, math.ceil(ratio * n_params / (ctx * b_ref)))
             label = "" if single else f"{_model_label(base.model, overrides)}_r{ratio:g}"
@@ -426,7 +437,14 @@ def plan_sweep(config: ml_collections.ConfigDict, num_devices: int | None = None
     if problems:
         raise SweepConfigError(problems)
 
-    def values_for(key, grid, rule, batch_size):
+    def values_for(key, grid, rule, batch_size, setting):
+        if rule == "table4":
+            from bsjax.batching import paper_tables
+
+            size = _table4_size(dict(setting.model).get("preset", base.model.preset))
+            table = (paper_tables.table4_beta2 if key == "b2" else paper_tables.table4_tau)(size)
+            value = _table_value(table, batch_size)
+            return [value if value is not None else table[min(table)]]
         if rule == "table":
             return [_table_value(tables[key], batch_size)]
         if rule == "half_life":
@@ -444,16 +462,16 @@ def plan_sweep(config: ml_collections.ConfigDict, num_devices: int | None = None
         warmups = wu_tokens or [int(round(f * setting.ref_tokens)) for f in wu_fraction]
         first = dict(
             lr=lrs[0],
-            b2=values_for("b2", b2s, sweep.b2_rule, b_ref)[0],
-            tau=values_for("ewa_tau", taus, sweep.ewa_tau_rule, b_ref)[0],
+            b2=values_for("b2", b2s, sweep.b2_rule, b_ref, setting)[0],
+            tau=values_for("ewa_tau", taus, sweep.ewa_tau_rule, b_ref, setting)[0],
             wu=warmups[0],
         )
         if not target:
             references[setting] = make_point(setting, b_ref, **first, is_reference=True)
         for B in sizes:
             for lr in lrs:
-                for b2 in values_for("b2", b2s, sweep.b2_rule, B):
-                    for tau in values_for("ewa_tau", taus, sweep.ewa_tau_rule, B):
+                for b2 in values_for("b2", b2s, sweep.b2_rule, B, setting):
+                    for tau in values_for("ewa_tau", taus, sweep.ewa_tau_rule, B, setting):
                         for wu in dict.fromkeys(warmups):
                             points.append(make_point(setting, B, lr, b2, tau, wu))
     names = [p.name for p in points]
@@ -465,6 +483,14 @@ def plan_sweep(config: ml_collections.ConfigDict, num_devices: int | None = None
     if problems:
         raise SweepConfigError(list(dict.fromkeys(problems)))
     return plan
+
+
+def _table4_size(preset: str) -> str | None:
+    """The paper's model size whose Table 4 row a preset uses ('604M-depth' -> '604M'), or None."""
+    from bsjax.batching.paper_tables import PRESET_NAMES
+
+    size = str(preset).split("-")[0]
+    return size if size in PRESET_NAMES else None
 
 
 def _expected_steps(batch_size: int, setting: Setting, floor: int) -> int:
@@ -540,22 +566,30 @@ def run_config(plan: SweepPlan, point: Point, target_loss: float) -> ml_collecti
 
 
 def _validate_run_configs(plan: SweepPlan, num_devices: int | None) -> list[str]:
+    """Problems of the run configs, one line per distinct problem naming the runs it hits."""
     from bsjax import config as config_lib
 
     if num_devices is None:
         import jax
 
         num_devices = jax.device_count()
-    problems = []
-    seen = set()
-    for point in plan.runs():
-        key = (point.setting.model, point.batch_size)
-        if key in seen:
+    runs_of: dict[str, list[str]] = {}
+    checked = set()
+    runs = plan.runs()
+    for point in runs:
+        key = (point.setting.model, point.batch_size)  # the other point keys are range-checked above
+        if key in checked:
             continue
-        seen.add(key)
-        for p in config_lib.validate(run_config(plan, point, plan.target_loss or 1.0), num_devices):
-            problems.append(f"run {point.name}: {p}")
-    return problems
+        checked.add(key)
+        for problem in config_lib.validate(run_config(plan, point, plan.target_loss or 1.0), num_devices):
+            runs_of.setdefault(problem, []).append(point.name)
+    out = []
+    for problem, names in runs_of.items():
+        if len(names) == len(checked):
+            out.append(f"every run: {problem}")
+        else:
+            out.append(f"run {names[0]}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "") + f": {problem}")
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -897,10 +931,16 @@ def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
             line += f' "--config.train.target_loss={target_expr}"'
         return line
 
+    def finished(point: Point) -> bool:
+        if run_status(workdir / point.name) in FINAL_STATUSES:
+            lines.append(f"# finished already: {point.name}")
+            return True
+        return False
+
     lines = [f"# {len(plan.runs())} runs of sweep {workdir}; each line is one job, runnable from any folder."]
     if plan.references:
         lines.append("# 1. The reference runs (one per setting); their EWA eval loss at t_chin is the target.")
-        lines += [command(ref) for ref in plan.references.values()]
+        lines += [command(ref) for ref in plan.references.values() if not finished(ref)]
         lines.append("# 2. The points, independent of each other, once their setting's reference has finished.")
     done = {ref.name for ref in plan.references.values()}
     for point in plan.points:
@@ -908,6 +948,8 @@ def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
             continue
         done.add(point.name)
         ref = plan.references.get(point.setting)
+        if finished(point):
+            continue
         if ref is None:
             lines.append(command(point))
         else:
