@@ -56,7 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every=100, expected_steps=0,  # expected_steps: the hybrid schedule's n
       eval_batches=4, eval_batch_size=16,
       checkpoint_every=500, keep_checkpoints=3, async_checkpoint=True,
-      log_every=10, compile_ahead=True, compile_cache_dir="",
+      log_every=10, compile_ahead=True, compile_workers=0,  # 0: a quarter of the cores, 1 to 4
+      compile_cache_dir="",
       log_example_ids=False, tensorboard=True,
   ))
   return c

@@ -43,12 +43,16 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | None) -> Path | None
 class Executables:
   """Compiled train steps keyed by bucket (K, M), compiled ahead in the background."""
 
-  def __init__(self, fns: step_lib.StepFunctions, seq_len: int, background: bool = True):
+  def __init__(self, fns: step_lib.StepFunctions, seq_len: int, background: bool = True,
+               workers: int = 0):
     self._fns = fns
     self._seq_len = seq_len
     self._futures: dict[tuple[int, int], concurrent.futures.Future] = {}
+    # XLA compiles outside the GIL, so a host with cores to spare compiles buckets in
+    # parallel; on a small host one thread keeps the training step its cores.
+    workers = workers or max(1, min(4, (os.cpu_count() or 1) // 4))
     self._pool = concurrent.futures.ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="compile") if background else None
+        max_workers=workers, thread_name_prefix="compile") if background else None
     self._lock = threading.Lock()
     self._finished: list[tuple[tuple[int, int], float]] = []
 

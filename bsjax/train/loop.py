@@ -153,7 +153,8 @@ class Trainer:
     self.fns = step_lib.build(self.model_cfg, config.optim, self.mesh)
     self.seq_len = self.ctx_len + 1
     self.executables = executables_lib.Executables(self.fns, self.seq_len,
-                                                   background=t.compile_ahead)
+                                                   background=t.compile_ahead,
+                                                   workers=t.compile_workers)
     id_log = (str(self.workdir / f"example_ids.p{jax.process_index()}.jsonl")
               if t.log_example_ids else None)
     self.feeder = feed_lib.BatchFeeder(self.corpus.train.read, self.seq_len, self.mesh, id_log)

@@ -16,7 +16,11 @@ for part in ${parts[*]}; do
     data) python3 data_throughput.py --preset 151M --ctx 512 --dtype bfloat16 --batch 64 --micro 32 ;;
     stall)
       python3 switch_stall.py --preset 85M --ctx 512 --dtype bfloat16 --sizes 16,32,64,128 \
-        --micro 32 --first-steps 150 --steps 15
+        --micro 32 --first-steps 300 --steps 15
+      ;;
+    stall-eager)  # the same with CUDA kernels loaded at start instead of at first launch
+      CUDA_MODULE_LOADING=EAGER python3 switch_stall.py --preset 85M --ctx 512 --dtype bfloat16 \
+        --sizes 16,32,64,128 --micro 32 --first-steps 300 --steps 15
       ;;
     mfu-cudnn)
       python3 mfu.py --preset 151M --ctx 512 --dtype bfloat16 --vocab 50280 --batch 64 --micro 64 \
