@@ -52,8 +52,8 @@ def _config_command(name: str, argv: list[str]) -> int:
 
     config = flags_.config
     try:
+      _maybe_init_distributed()
       if name == "train":
-        _maybe_init_distributed()
         from bsjax.train.loop import train
 
         summary = train(config, flags_.workdir)
@@ -77,6 +77,11 @@ def _config_command(name: str, argv: list[str]) -> int:
 
   try:
     app.run(main, argv=[f"bsjax {name}"] + argv)
+  except (AttributeError, KeyError) as err:  # an override names a key the config lacks
+    overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    print(f"bsjax {name}: unknown config key {err} in the overrides {overrides}; the keys a "
+          f"run reads are listed in bsjax/config.py (base_config)", file=sys.stderr)
+    return 2
   except SystemExit as exit_:
     if exit_.code not in (0, None):
       return int(exit_.code) if isinstance(exit_.code, int) else 1

@@ -64,3 +64,35 @@ def test_two_processes_read_only_their_rows_and_match_one_process(tmp_path, text
   assert len(single_loss) == len(multi_loss) == 14
   assert multi_loss == pytest.approx(single_loss, rel=1e-5, abs=1e-5)
   assert th.summary(multi)["status"] == "max_steps"
+
+
+def _start_two(workdir, corpus, caches, **extra):
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    env = th.cli_env()
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               BSJAX_COORDINATOR=f"127.0.0.1:{port}", BSJAX_NUM_PROCESSES="2",
+               BSJAX_PROCESS_ID=str(pid))
+    procs.append(subprocess.Popen(th.cli_command(workdir, corpus, caches, **extra), env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  return procs
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, text_corpus, data_caches):
+  import signal
+
+  from test_train_switch import _wait_for_step
+
+  procs = _start_two(tmp_path, text_corpus, data_caches, train__max_steps=100000,
+                     train__checkpoint_every=100000)
+  _wait_for_step(tmp_path, 3, procs[0])
+  procs[1].send_signal(signal.SIGTERM)  # only the second process is told
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  summary = th.summary(tmp_path)
+  assert summary["status"] == "preempted"
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved == [summary["steps"]]

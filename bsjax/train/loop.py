@@ -59,13 +59,29 @@ class PendingSwitch:
 
 
 class PreemptionFlag:
-  """Set by SIGTERM; the loop saves, writes status 'preempted' and returns."""
+  """Set by SIGTERM; the loop saves, writes status 'preempted' and returns.
+
+  With several processes a SIGTERM may reach them at different steps, and the
+  checkpoint that follows needs all of them: there JAX's distributed runtime
+  takes the signal and ``reached_preemption_sync_point`` makes every process
+  stop at the same step.
+  """
 
   def __init__(self):
-    self.raised = False
+    self._raised = False
     self._previous = None
+    self._multi = jax.process_count() > 1
+
+  def stop_at(self, step: int) -> bool:
+    if self._multi:
+      from jax.experimental import multihost_utils
+
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._raised
 
   def __enter__(self):
+    if self._multi:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: no handler, no preemption support
@@ -73,7 +89,7 @@ class PreemptionFlag:
     return self
 
   def _handle(self, signum, frame):
-    self.raised = True
+    self._raised = True
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -350,7 +366,7 @@ class Trainer:
         status = "max_steps"
       elif t.max_tokens and pos.tokens >= t.max_tokens:
         status = "max_tokens"
-      elif preempt.raised:
+      elif preempt.stop_at(pos.step):
         status = "preempted"
       if status:
         break
