@@ -24,7 +24,7 @@ SWEEP = dict(batch_sizes=(8, 16, 32), reference_batch_size=16, chinchilla_ratio=
 
 
 def sweep_cfg(corpus, caches, **sweep_values):
-  base = th.config(corpus, caches, train__tensorboard=False)
+  base = th.config(corpus, caches, train__tensorboard=False, train__checkpoint_every=1000)
   return sweep_config(base, **{**SWEEP, **sweep_values})
 
 
@@ -258,3 +258,19 @@ def test_paper_sweep_config_follows_tables_1_3_and_4(tmp_path):
   data.base.data.tokenizer_path = str(tokenizer)
   settings = plan_sweep(data, num_devices=8).settings
   assert [round(s.ref_tokens / settings[2].ref_tokens, 2) for s in settings] == [0.28, 0.5, 1.0, 2.0, 4.0]
+
+
+def test_given_target_needs_no_reference_and_unreached_runs_are_left_out(tmp_path, text_corpus, data_caches):
+  # A target far below what 9-17 steps can reach: every run stops at its step cap.
+  config = sweep_cfg(text_corpus, data_caches, batch_sizes=(16, 32), target_loss=0.5, max_steps_factor=1.0)
+  log: list[str] = []
+  outcome = run_sweep(config, tmp_path, out=log.append)
+  plan = plan_sweep(config)
+  assert plan.references == {} and len(outcome.trained) == 2
+  for point in plan.points:
+    summary = th.summary(tmp_path / point.name)
+    assert summary["status"] == "max_steps" and summary["steps"] == point.expected_steps
+    assert summary["steps_to_target"] is None and summary["target_loss"] == 0.5
+    assert json.loads((tmp_path / point.name / "config.json").read_text())["target"]["ref_tokens"] == 0
+    assert any(point.name in line and "left out of the fits" in line for line in log)
+  assert outcome.critical_batch_sizes == {} and "B*: not measured" in "\n".join(log)

@@ -38,9 +38,11 @@ a cluster instead of training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import math
 import shlex
 import sys
@@ -164,6 +166,7 @@ class Setting:
     ctx_len: int
     ref_batch_size: int
     t_chin: int  # the Chinchilla step of the reference run
+    target_from_reference: bool = True  # False when sweep.target_loss gives the target
 
     @property
     def ref_tokens(self) -> int:
@@ -433,7 +436,7 @@ def plan_sweep(config: ml_collections.ConfigDict, num_devices: int | None = None
         for ratio in ratios:
             t_chin = max(1, math.ceil(ratio * n_params / (ctx * b_ref)))
             label = "" if single else f"{_model_label(base.model, overrides)}_r{ratio:g}"
-            settings.append(Setting(label, overrides, float(ratio), n_params, ctx, b_ref, t_chin))
+            settings.append(Setting(label, overrides, float(ratio), n_params, ctx, b_ref, t_chin, not target))
     if problems:
         raise SweepConfigError(problems)
 
@@ -540,7 +543,8 @@ def run_overrides(point: Point, target_loss: float) -> dict[str, Any]:
             "train.expected_steps": point.expected_steps,
             "train.max_steps": point.max_steps,
             "train.max_tokens": 0,
-            "target.ref_tokens": s.ref_tokens,
+            # The data size D of the scaling law: none when the target was given.
+            "target.ref_tokens": s.ref_tokens if s.target_from_reference else 0,
             "target.ref_batch_size": s.ref_batch_size,
             "target.ref_steps": s.t_chin,
             "target.chinchilla_ratio": s.ratio,
@@ -728,7 +732,12 @@ class Progress:
         result = f"{summary.get('status')} after {summary.get('steps')} steps" + (
             f", {stt} steps to target" if stt is not None else ""
         )
-        eta = "done" if self.to_train <= 0 else f"ETA {_duration(self.to_train * sum(self.walls) / len(self.walls))}"
+        if summary.get("status") == "preempted":
+            eta = "stopping"
+        elif self.to_train <= 0:
+            eta = "done"
+        else:
+            eta = f"ETA {_duration(self.to_train * sum(self.walls) / len(self.walls))}"
         self.out(
             f"{self._tag()} {name}: {result} in {wall:.1f}s | elapsed {_duration(time.perf_counter() - self.start)}, "
             f"{eta} ({max(self.to_train, 0)} run(s) left)"
@@ -819,6 +828,19 @@ def _train_or_skip(plan, point, target, workdir, progress, trained, skipped) -> 
     return summary
 
 
+@contextlib.contextmanager
+def _absl_warnings_only():
+    """Keep the progress lines readable: checkpointing and step-rate INFO lines
+    (orbax, clu) go through absl's logger, several per run; WARNING and above stay."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def run_sweep(
     config: ml_collections.ConfigDict, workdir: str | Path, *, out: Callable[[str], None] = _print
 ) -> SweepOutcome | list[str]:
@@ -827,6 +849,11 @@ def run_sweep(
     Returns a :class:`SweepOutcome`; with ``sweep.print_commands`` it trains
     nothing and returns the cluster commands it printed.
     """
+    with _absl_warnings_only():
+        return _run_sweep(config, workdir, out)
+
+
+def _run_sweep(config, workdir, out) -> SweepOutcome | list[str]:
     plan = plan_sweep(config)
     workdir = Path(workdir)
     if config.sweep.print_commands:
@@ -853,7 +880,9 @@ def run_sweep(
             f"reference{label}: B={ref.batch_size}, N={setting.n_params} non-embedding parameters, "
             f"t_chin={setting.t_chin} steps ({setting.ratio:g} tokens per parameter, {setting.ref_tokens} tokens)"
         )
-        _train_or_skip(plan, ref, 0.0, workdir, progress, trained, skipped)
+        summary = _train_or_skip(plan, ref, 0.0, workdir, progress, trained, skipped)
+        if summary.get("status") == "preempted":
+            return _preempted(workdir, targets, trained, skipped, t0, out)
         targets[setting] = reference_target(workdir / ref.name, setting.t_chin)
         complete_reference_summary(workdir / ref.name, ref, targets[setting])
         out(f"target loss{label}: {targets[setting]:.6g} (EWA eval loss of {ref.name} at step {setting.t_chin})")
@@ -864,7 +893,9 @@ def run_sweep(
         if point.name in done:
             continue
         done.add(point.name)
-        _train_or_skip(plan, point, targets[point.setting], workdir, progress, trained, skipped)
+        summary = _train_or_skip(plan, point, targets[point.setting], workdir, progress, trained, skipped)
+        if summary.get("status") == "preempted":
+            return _preempted(workdir, targets, trained, skipped, t0, out)
 
     report, b_star = _report(plan, workdir, out)
     wall = time.perf_counter() - t0
@@ -872,6 +903,13 @@ def run_sweep(
     return SweepOutcome(
         workdir, {s.label: v for s, v in targets.items()}, trained, skipped, report, b_star, round(wall, 3)
     )
+
+
+def _preempted(workdir, targets, trained, skipped, t0, out) -> SweepOutcome:
+    """SIGTERM reached the run in progress: it has saved; the sweep stops too (rerun to resume)."""
+    out(f"sweep preempted: the run in progress saved a checkpoint; the same command resumes it ({workdir})")
+    wall = round(time.perf_counter() - t0, 3)
+    return SweepOutcome(workdir, {s.label: v for s, v in targets.items()}, trained, skipped, None, {}, wall)
 
 
 def _report(plan: SweepPlan, workdir: Path, out: Callable[[str], None]) -> tuple[Path, dict[str, float]]:
