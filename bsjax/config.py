@@ -63,6 +63,30 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def tiny_cpu_config(batch_size: int = 64, ctx_len: int = 128) -> ml_collections.ConfigDict:
+  """The tiny model on the embedded corpus that the CPU configs share.
+
+  Warmup lasts 20 steps at ``batch_size``; evaluation every 50 steps on 4
+  batches of 32; no stop is set (each config sets its own budget).
+  """
+  c = base_config()
+  c.model.preset = "tiny"
+  c.model.ctx_len = ctx_len
+  c.optim.lr = 3e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.99
+  c.optim.warmup_tokens = batch_size * ctx_len * 20
+  c.optim.ewa_tau = 0.95
+  c.batch.batch_size = batch_size
+  c.batch.micro_batch_per_device = 64
+  c.train.eval_every = 50
+  c.train.eval_batches = 4
+  c.train.eval_batch_size = 32
+  c.train.checkpoint_every = 100
+  c.train.log_every = 10
+  return c
+
+
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> model_lib.ModelConfig:
   """The ModelConfig a run config describes, for a tokenizer's vocabulary."""
   m = config.model

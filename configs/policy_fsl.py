@@ -8,23 +8,14 @@ computed before training and run as a fixed table.
   bsjax train --config=configs/policy_fsl.py --workdir=runs/policy_fsl
   (arg "easy": s = 0.8, an easy task, where the large batch comes early)
 """
-from bsjax.config import base_config
+from bsjax.config import tiny_cpu_config
 
 CTX = 128
 BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
 
 
 def get_config(arg=None):
-  c = base_config()
-  c.model.preset = "tiny"
-  c.model.ctx_len = CTX
-  c.optim.lr = 3e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
-  c.optim.warmup_tokens = 32 * CTX * 20
-  c.optim.ewa_tau = 0.95
-  c.batch.batch_size = 32
-  c.batch.micro_batch_per_device = 64
+  c = tiny_cpu_config(batch_size=32, ctx_len=CTX)
   c.batch.policy.name = "fsl"
   c.batch.policy.sizes = "32 128"
   f = c.batch.policy.fsl
@@ -34,9 +25,4 @@ def get_config(arg=None):
   f.lr = 0.5
   f.budget_examples = str(BUDGET_EXAMPLES)
   c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
-  c.train.eval_every = 50
-  c.train.eval_batches = 4
-  c.train.eval_batch_size = 32
-  c.train.checkpoint_every = 100
-  c.train.log_every = 10
   return c

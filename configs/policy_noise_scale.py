@@ -7,22 +7,14 @@ is half the smallest size on one device. The ladder is 32, 64, ..., 256.
   bsjax train --config=configs/policy_noise_scale.py --workdir=runs/policy_noise_scale
   (arg "fast": decide every 5 steps with patience 1, to see switches sooner)
 """
-from bsjax.config import base_config
+from bsjax.config import tiny_cpu_config
 
 CTX = 128
 BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
 
 
 def get_config(arg=None):
-  c = base_config()
-  c.model.preset = "tiny"
-  c.model.ctx_len = CTX
-  c.optim.lr = 3e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
-  c.optim.warmup_tokens = 32 * 128 * 20
-  c.optim.ewa_tau = 0.95
-  c.batch.batch_size = 32
+  c = tiny_cpu_config(batch_size=32, ctx_len=CTX)
   c.batch.micro_batch_per_device = 16  # K = 2 at B = 32 on one device
   c.batch.policy.name = "noise_scale"
   c.batch.policy.max_batch_size = 256
@@ -36,9 +28,4 @@ def get_config(arg=None):
   if arg == "fast":
     ns.decide_every, ns.patience = 5, 1
   c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
-  c.train.eval_every = 50
-  c.train.eval_batches = 4
-  c.train.eval_batch_size = 32
-  c.train.checkpoint_every = 100
-  c.train.log_every = 10
   return c

@@ -11,7 +11,7 @@ bsjax/batching/policies/probe.py.
 
   bsjax train --config=configs/policy_probe.py --workdir=runs/policy_probe
 """
-from bsjax.config import base_config
+from bsjax.config import tiny_cpu_config
 
 START = 32
 CTX = 128
@@ -20,16 +20,7 @@ BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
 
 def get_config(arg=None):
   del arg
-  c = base_config()
-  c.model.preset = "tiny"
-  c.model.ctx_len = CTX
-  c.optim.lr = 3e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
-  c.optim.warmup_tokens = START * CTX * 20
-  c.optim.ewa_tau = 0.95
-  c.batch.batch_size = START
-  c.batch.micro_batch_per_device = 64
+  c = tiny_cpu_config(batch_size=START, ctx_len=CTX)
   c.batch.lr_scaling = "sqrt"
   c.batch.policy.name = "probe"
   c.batch.policy.max_batch_size = 128
@@ -42,9 +33,4 @@ def get_config(arg=None):
   p.start_tokens = str(START * CTX * 40)
   p.cbs_over = 2.0
   c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
-  c.train.eval_every = 50
-  c.train.eval_batches = 4
-  c.train.eval_batch_size = 32
-  c.train.checkpoint_every = 100
-  c.train.log_every = 10
   return c

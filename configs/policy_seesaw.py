@@ -7,7 +7,7 @@ schedule to the plan and uses policy.lr_override(tokens).
 
   bsjax train --config=configs/policy_seesaw.py --workdir=runs/policy_seesaw
 """
-from bsjax.config import base_config
+from bsjax.config import tiny_cpu_config
 
 CTX = 128
 BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
@@ -16,25 +16,12 @@ TOTAL_TOKENS = BUDGET_EXAMPLES * CTX
 
 def get_config(arg=None):
   del arg
-  c = base_config()
-  c.model.preset = "tiny"
-  c.model.ctx_len = CTX
-  c.optim.lr = 3e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
+  c = tiny_cpu_config(batch_size=32, ctx_len=CTX)
   c.optim.schedule = "cosine"
-  c.optim.warmup_tokens = 32 * CTX * 20
   c.optim.total_tokens = TOTAL_TOKENS
-  c.optim.ewa_tau = 0.95
-  c.batch.batch_size = 32
-  c.batch.micro_batch_per_device = 64
   c.batch.lr_scaling = "none"
   c.batch.policy.name = "seesaw"
   c.batch.policy.max_batch_size = 256
   c.train.max_tokens = TOTAL_TOKENS  # the same data for every policy config
   c.train.eval_every = 25
-  c.train.eval_batches = 4
-  c.train.eval_batch_size = 32
-  c.train.checkpoint_every = 100
-  c.train.log_every = 10
   return c

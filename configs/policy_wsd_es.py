@@ -10,23 +10,14 @@ token counts.
   bsjax train --config=configs/policy_wsd_es.py --workdir=runs/policy_wsd_es
   bsjax train --config=configs/policy_wsd_es.py:tokens --workdir=runs/policy_wsd_es_tokens
 """
-from bsjax.config import base_config
+from bsjax.config import tiny_cpu_config
 
 CTX = 128
 BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
 
 
 def get_config(arg=None):
-  c = base_config()
-  c.model.preset = "tiny"
-  c.model.ctx_len = CTX
-  c.optim.lr = 3e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
-  c.optim.warmup_tokens = 32 * CTX * 20
-  c.optim.ewa_tau = 0.95
-  c.batch.batch_size = 32
-  c.batch.micro_batch_per_device = 64
+  c = tiny_cpu_config(batch_size=32, ctx_len=CTX)
   c.batch.policy.name = "wsd_es"
   w = c.batch.policy.wsd_es
   if arg == "tokens":
@@ -39,9 +30,4 @@ def get_config(arg=None):
     w.ema = 0.9
     w.min_steps = 20
   c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
-  c.train.eval_every = 50
-  c.train.eval_batches = 4
-  c.train.eval_batch_size = 32
-  c.train.checkpoint_every = 100
-  c.train.log_every = 10
   return c
