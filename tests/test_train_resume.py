@@ -30,3 +30,21 @@ def test_metrics_contract(tmp_path, text_corpus, data_caches):
   assert summary["tokens"] == 4 * 16 * 32 and summary["examples"] == 64
   assert (tmp_path / "config.json").exists() and (tmp_path / "tensorboard").is_dir()
   assert summary["corpus"]["corpus"]["source"] == "text_folder"
+
+
+def test_resume_skips_a_checkpoint_that_does_not_restore(tmp_path, text_corpus, data_caches,
+                                                         caplog):
+  import shutil
+
+  full = train(th.config(text_corpus, data_caches), tmp_path / "full")
+  part = tmp_path / "part"
+  train(th.config(text_corpus, data_caches, train__max_steps=8), part)  # saves 4 and 8
+  newest = part / "checkpoints" / "8" / "state"
+  shutil.rmtree(newest)
+  newest.mkdir()  # an empty item: the checkpoint exists but cannot restore
+  with caplog.at_level("WARNING"):
+    resumed = train(th.config(text_corpus, data_caches), part)
+  assert any("step 8 did not restore" in r.message for r in caplog.records)
+  resume = [l for l in th.metric_lines(part, "event") if l["event"] == "resumed"]
+  assert resume[-1]["checkpoint_step"] == 4
+  assert resumed["params_sha256"] == full["params_sha256"]

@@ -10,6 +10,8 @@ that count is all a resume needs to continue exactly where the run stopped.
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,8 @@ class Checkpointer:
   def __init__(self, directory: str | Path, keep: int = 3, async_save: bool = True):
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
+    self._directory = Path(directory).absolute()
+    self._manager = ocp.CheckpointManager(self._directory, options=options,
                                           item_names=("state", "meta"))
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
@@ -46,15 +49,38 @@ class Checkpointer:
     ``abstract_state`` is a tree of ``jax.ShapeDtypeStruct`` with shardings, so
     the arrays come back placed for the current mesh.
     """
+    failed = []
     for step in reversed(self.steps()):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return restored["state"], dict(restored["meta"])
       except Exception as err:  # noqa: BLE001 -- any unreadable checkpoint is skipped
         log.warning("checkpoint at step %d did not restore (%s: %s); trying an older one",
                     step, type(err).__name__, err)
+        failed.append(step)
+        continue
+      self._set_aside(failed)
+      return restored["state"], dict(restored["meta"])
+    self._set_aside(failed)
     return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Move unrestorable checkpoints to ``unrestorable/`` beside the checkpoints (kept for a
+    post-mortem), so the resumed run can save those steps again."""
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      aside = self._directory.parent / "unrestorable_checkpoints"
+      aside.mkdir(exist_ok=True)
+      for step in steps:
+        target = aside / f"{step}.{int(time.time())}"
+        shutil.move(str(self._directory / str(step)), str(target))
+        log.warning("moved the unrestorable checkpoint of step %d to %s", step, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices("bsjax: unrestorable checkpoints moved")
+    self._manager.reload()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
