@@ -50,6 +50,8 @@ def _config_command(name: str, argv: list[str]) -> int:
   def main(_):
     from bsjax.config import ConfigError
 
+    _quiet_library_logs()  # absl installs its own handler inside app.run
+
     config = flags_.config
     try:
       _maybe_init_distributed()

@@ -32,3 +32,15 @@ def data_caches(tmp_path_factory) -> dict[str, str]:
   base = tmp_path_factory.mktemp("caches")
   return dict(data_dir=str(base / "tfds"), cache_dir=str(base / "packed"),
               compile_cache_dir=str(base / "xla"))
+
+
+@pytest.fixture(scope="session")
+def switch_reference(tmp_path_factory, text_corpus, data_caches):
+  """One uninterrupted run of the tiny "switch" config (three switches), with example ids."""
+  import train_helpers as th
+  from bsjax.train.loop import train
+
+  workdir = tmp_path_factory.mktemp("switch_reference")
+  summary = train(th.config(text_corpus, data_caches, "switch", train__log_example_ids=True),
+                  workdir)
+  return workdir, summary

@@ -17,15 +17,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_read_only_their_rows_and_match_one_process(tmp_path, text_corpus,
-                                                                  data_caches):
-  # The one-process reference: 8 devices in one process.
-  single = tmp_path / "single"
-  th.run_cli(single, text_corpus, data_caches, "switch", train__log_example_ids=True)
-
-  # Two processes with 4 devices each: the same 8-device mesh.
-  multi = tmp_path / "multi"
+def _start_two(workdir, corpus, caches, arg=None, **extra):
   port = _free_port()
   procs = []
   for pid in range(2):
@@ -33,9 +25,19 @@ def test_two_processes_read_only_their_rows_and_match_one_process(tmp_path, text
     env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4",
                BSJAX_COORDINATOR=f"127.0.0.1:{port}", BSJAX_NUM_PROCESSES="2",
                BSJAX_PROCESS_ID=str(pid))
-    procs.append(subprocess.Popen(
-        th.cli_command(multi, text_corpus, data_caches, "switch", train__log_example_ids=True),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    procs.append(subprocess.Popen(th.cli_command(workdir, corpus, caches, arg, **extra), env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  return procs
+
+
+@pytest.mark.slow
+def test_two_processes_read_only_their_rows_and_match_one_process(tmp_path, text_corpus,
+                                                                  data_caches, switch_reference):
+  single = switch_reference[0]  # the one-process reference: 8 devices in one process
+
+  # Two processes with 4 devices each: the same 8-device mesh.
+  multi = tmp_path / "multi"
+  procs = _start_two(multi, text_corpus, data_caches, "switch", train__log_example_ids=True)
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-4000:]
@@ -64,19 +66,6 @@ def test_two_processes_read_only_their_rows_and_match_one_process(tmp_path, text
   assert len(single_loss) == len(multi_loss) == 14
   assert multi_loss == pytest.approx(single_loss, rel=1e-5, abs=1e-5)
   assert th.summary(multi)["status"] == "max_steps"
-
-
-def _start_two(workdir, corpus, caches, **extra):
-  port = _free_port()
-  procs = []
-  for pid in range(2):
-    env = th.cli_env()
-    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               BSJAX_COORDINATOR=f"127.0.0.1:{port}", BSJAX_NUM_PROCESSES="2",
-               BSJAX_PROCESS_ID=str(pid))
-    procs.append(subprocess.Popen(th.cli_command(workdir, corpus, caches, **extra), env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  return procs
 
 
 @pytest.mark.slow

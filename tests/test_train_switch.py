@@ -11,12 +11,9 @@ from bsjax.train.loop import train
 TOTAL_EXAMPLES = 3 * 16 + 2 * 32 + 2 * 48 + 7 * 64  # the "switch" config's 14 steps
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, text_corpus, data_caches):
-  workdir = tmp_path_factory.mktemp("switch_full")
-  summary = train(th.config(text_corpus, data_caches, "switch", train__log_example_ids=True),
-                  workdir)
-  return workdir, summary
+@pytest.fixture
+def uninterrupted(switch_reference):
+  return switch_reference
 
 
 def test_switches_logged_and_every_example_read_once(uninterrupted):
