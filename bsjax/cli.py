@@ -91,13 +91,13 @@ def _config_command(name: str, argv: list[str]) -> int:
 
 
 class _DropChatter(logging.Filter):
-  """Drop INFO lines of libraries that narrate every checkpoint and compile."""
-
-  NOISY = ("orbax", "tensorstore", "tensorflow_datasets", "jax/_src")
+  """Drop INFO lines of libraries (orbax narrates every checkpoint); keep bsjax's own
+  and clu's progress reports, and every warning."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or not any(
-        part in record.pathname for part in self.NOISY)
+    path = record.pathname
+    return (record.levelno >= logging.WARNING or "site-packages" not in path
+            or "/clu/" in path)
 
 
 def _quiet_library_logs() -> None:

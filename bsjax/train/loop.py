@@ -255,6 +255,18 @@ class Trainer:
     self.checkpointer.save(pos.step, state, meta)
     self.last_saved_step = pos.step
 
+  def _console(self, pos: Position, batch_size: int, loss: float, step_time: float) -> None:
+    """One progress line: step, batch, loss, throughput and, with a step limit, the ETA."""
+    if not self.is_main:
+      return
+    t = self.config.train
+    eta = ""
+    if t.max_steps:
+      eta = f"  ETA {(t.max_steps - pos.step) * step_time:.0f}s"
+    log.info("step %d%s  B=%d  loss %.4f  %.0f tokens/s%s", pos.step,
+             f"/{t.max_steps}" if t.max_steps else "", batch_size, loss,
+             batch_size * self.ctx_len / max(step_time, 1e-9), eta)
+
   def _write_switch(self, pending: PendingSwitch) -> None:
     """One ``switch`` line: the sizes, the reason, and the stall of the first new step.
 
@@ -358,6 +370,7 @@ class Trainer:
                            step_time_s=round(step_time, 5),
                            tokens_per_s=round(tokens_per_step / max(step_time, 1e-9), 1),
                            **self.policy.metrics_to_log())
+        self._console(done_pos, B, metrics["loss"], step_time)
       return True
 
     while True:
