@@ -1,12 +1,10 @@
 """Two CPU processes (gloo collectives) train like one process with the same devices."""
-import os
 import socket
 import subprocess
 
 import pytest
 import train_helpers as th
 
-from bsjax import data as data_lib
 
 SWITCH_EXAMPLES = 3 * 16 + 2 * 32 + 2 * 48 + 7 * 64
 

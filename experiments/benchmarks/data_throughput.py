@@ -16,7 +16,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 from bench_common import device_summary, run_config, timed_steps
 from bsjax.train import step as step_lib
