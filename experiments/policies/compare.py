@@ -11,6 +11,8 @@ Eight arms, each run for several seeds (model init ``seed`` and data order
   probe         configs/policy_probe.py (branched CBS probe, Merrill et al. 2025)
   wsd_es        configs/policy_wsd_es.py (B_opt at target losses, Zhou et al. 2026)
   seesaw        configs/policy_seesaw.py (double B where the LR would halve)
+  cosine_small  B = 32 with seesaw's cosine LR schedule: the run seesaw claims to match
+                with fewer steps (an extra reference arm)
 
 Every arm gets the same model, the same ``train.max_tokens`` and the same eval
 set. The loop evaluates only every ``eval_every`` steps, so a run's last eval
@@ -55,7 +57,7 @@ POLICY_FILES = dict(fsl="policy_fsl.py", noise_scale="policy_noise_scale.py",
                     probe="policy_probe.py", wsd_es="policy_wsd_es.py",
                     seesaw="policy_seesaw.py")
 ARMS = ("const_small", "const_large", "early_switch", "fsl", "noise_scale", "probe", "wsd_es",
-        "seesaw")
+        "seesaw", "cosine_small")
 
 
 class CompareError(ValueError):
@@ -99,6 +101,10 @@ def arm_config(arm: str, budget_examples: int) -> ml_collections.ConfigDict:
     c = _baseline(SMALL)
   elif arm == "const_large":
     c = _baseline(LARGE)
+  elif arm == "cosine_small":
+    c = _baseline(SMALL)
+    c.optim.schedule = "cosine"
+    c.optim.total_tokens = tokens
   elif arm == "early_switch":
     c = _baseline(SMALL)
     c.batch.schedule = "table"
@@ -201,6 +207,18 @@ def run_one(config: ml_collections.ConfigDict, workdir: Path) -> None:
   shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
 
 
+def reproduce_command(args: argparse.Namespace) -> str:
+  """The command that runs (or finishes) this experiment, for the report."""
+  parts = [".venv/bin/python experiments/policies/compare.py",
+           f"--budget-examples {args.budget_examples}",
+           "--seeds " + " ".join(str(s) for s in args.seeds)]
+  if list(args.arms) != list(ARMS):
+    parts.append("--arms " + " ".join(args.arms))
+  if args.eval_every != 10:
+    parts.append(f"--eval-every {args.eval_every}")
+  return " ".join(parts)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--budget-examples", type=int, default=3840,
@@ -262,7 +280,7 @@ def main(argv=None) -> None:
     print(f"[{elapsed_min:5.1f} min] {workdir.name}", flush=True)
     run_one(with_seed(configs[arm], seed, args.eval_every), workdir)
   summarize.write_report(args.workdir, args.out, arms=args.arms, seeds=args.seeds,
-                         budget_examples=args.budget_examples, argv=sys.argv[1:])
+                         budget_examples=args.budget_examples, command=reproduce_command(args))
 
 
 if __name__ == "__main__":

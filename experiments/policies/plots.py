@@ -18,7 +18,8 @@ GRID_POINTS = 200
 STYLE = dict(const_small=("#1f77b4", "-"), const_large=("#d62728", "-"),
              early_switch=("#ff7f0e", "--"), fsl=("#2ca02c", "--"),
              noise_scale=("#9467bd", "-."), probe=("#8c564b", "-."),
-             wsd_es=("#e377c2", ":"), seesaw=("#17becf", ":"))
+             wsd_es=("#e377c2", ":"), seesaw=("#17becf", ":"),
+             cosine_small=("#7f7f7f", "--"))
 
 
 def _style(arm: str):

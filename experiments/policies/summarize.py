@@ -62,23 +62,62 @@ def _fmt(mean: float, sd: float, digits: int = 4) -> str:
 
 
 def paired(runs: dict, arm: str, seeds: list[int]) -> dict:
-  """Per-seed differences of final EWA eval loss, arm minus the reference."""
+  """Per-seed differences of final EWA eval loss (arm minus the reference) and a paired t-test.
+
+  The verdict is "better"/"worse" when every seed's difference has the same
+  sign and the two-sided paired t-test rejects "no difference" at 5%; a run
+  identical to the reference on every seed (sd 0, mean 0) is "identical".
+  """
+  from scipy import stats
+
   deltas = {s: runs[arm][s]["final_ewa"] - runs[REFERENCE][s]["final_ewa"]
             for s in seeds if s in runs.get(arm, {}) and s in runs.get(REFERENCE, {})}
-  mean, sd = _mean_sd(list(deltas.values()))
-  ref_mean, ref_sd = _mean_sd([r["final_ewa"] for r in runs.get(REFERENCE, {}).values()])
-  noise = max(x for x in (sd, ref_sd, 0.0) if not math.isnan(x))
-  same_sign = len(deltas) >= 2 and (all(d < 0 for d in deltas.values())
-                                    or all(d > 0 for d in deltas.values()))
+  values = list(deltas.values())
+  mean, sd = _mean_sd(values)
+  raw_mean, _ = _mean_sd([runs[arm][s]["final_raw"] - runs[REFERENCE][s]["final_raw"]
+                          for s in deltas])
+  n = len(values)
+  t_stat = p_value = math.nan
+  if n >= 2 and sd > 0:
+    t_stat = mean / (sd / math.sqrt(n))
+    p_value = float(2 * stats.t.sf(abs(t_stat), df=n - 1))
+  same_sign = n >= 2 and (all(d < 0 for d in values) or all(d > 0 for d in values))
   if arm == REFERENCE:
     verdict = "reference"
-  elif len(deltas) < 2:
+  elif n < 2:
     verdict = "too few seeds"
-  elif same_sign and abs(mean) > 2 * noise:
+  elif all(d == 0 for d in values):
+    verdict = "identical"
+  elif same_sign and p_value < 0.05:
     verdict = "better" if mean < 0 else "worse"
   else:
     verdict = "within noise"
-  return dict(deltas=deltas, mean=mean, sd=sd, noise=noise, verdict=verdict)
+  return dict(deltas=deltas, mean=mean, sd=sd, t=t_stat, p=p_value, verdict=verdict,
+              raw_mean=raw_mean)
+
+
+def reference_tokens_to(runs: dict, loss: float) -> float:
+  """Fraction of the budget at which the reference's seed-mean EWA curve first reaches ``loss``.
+
+  NaN when the reference never gets there or has no runs. Linear interpolation
+  between the reference's eval points, on the tokens every reference seed covers.
+  """
+  import numpy as np
+
+  ref = runs.get(REFERENCE)
+  if not ref:
+    return math.nan
+  curves = [(np.array([e[0] for e in r["evals"]], float), np.array([e[1] for e in r["evals"]]))
+            for r in ref.values()]
+  grid_G, mean_G, _, _ = plots.mean_curve(curves)
+  below = np.nonzero(mean_G <= loss)[0]
+  if len(below) == 0:
+    return math.nan
+  i = below[0]
+  if i == 0:
+    return float(grid_G[0])
+  x0, x1, y0, y1 = grid_G[i - 1], grid_G[i], mean_G[i - 1], mean_G[i]
+  return float(x0 + (x1 - x0) * (y0 - loss) / (y0 - y1))
 
 
 def _path(run: dict, budget_tokens: int) -> str:
@@ -90,7 +129,7 @@ def _path(run: dict, budget_tokens: int) -> str:
 
 
 def write_report(workdir: Path, out: Path, *, arms: list[str], seeds: list[int],
-                 budget_examples: int, argv: list[str]) -> dict:
+                 budget_examples: int, command: str) -> dict:
   """Write results.md, results.json and the PNGs under ``out``; return the numbers."""
   runs: dict[str, dict[int, dict]] = {}
   missing = []
@@ -119,11 +158,16 @@ def write_report(workdir: Path, out: Path, *, arms: list[str], seeds: list[int],
         branch_steps=_mean_sd([r["branch_steps"] for r in vals]),
         branch_tokens=_mean_sd([r["branch_tokens"] for r in vals]),
         paths={s: _path(r, budget_tokens) for s, r in sorted(arm_runs.items())},
-        pair=paired(runs, arm, seeds) if REFERENCE in runs else None))
+        pair=paired(runs, arm, seeds) if REFERENCE in runs else None,
+        ref_tokens=reference_tokens_to(runs, loss[0]) / budget_tokens))
   out.mkdir(parents=True, exist_ok=True)
-  (out / "results.md").write_text(_markdown(rows, missing, seeds, budget_examples, argv))
+  (out / "results.md").write_text(_markdown(rows, missing, seeds, budget_examples, command))
   data = dict(budget_examples=budget_examples, budget_tokens=budget_tokens, seeds=seeds,
               missing=missing,
+              arms={r["arm"]: dict(final_ewa_mean=r["loss"][0], final_ewa_sd=r["loss"][1],
+                                   paired_delta=r["pair"] and {
+                                       k: v for k, v in r["pair"].items() if k != "deltas"},
+                                   reference_budget_fraction=r["ref_tokens"]) for r in rows},
               runs={arm: {str(s): {k: v for k, v in r.items() if k not in ("evals", "batch")}
                           for s, r in by_seed.items()} for arm, by_seed in runs.items()})
   (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
@@ -134,14 +178,14 @@ def write_report(workdir: Path, out: Path, *, arms: list[str], seeds: list[int],
 
 
 def _markdown(rows: list[dict], missing: list[str], seeds: list[int], budget_examples: int,
-              argv: list[str]) -> str:
+              command: str) -> str:
+  ref_sd = next((r["loss"][1] for r in rows if r["arm"] == REFERENCE), math.nan)
   lines = ["# Batch-size policies at an equal token budget (tiny model, embedded corpus)", ""]
   if missing:
     lines += [f"**PARTIAL**: {len(missing)} run(s) missing: {', '.join(missing)}. Finish with "
               f"the command below (finished runs are skipped).", ""]
   lines += [f"Budget: {budget_examples} sequences x 128 tokens = {budget_examples * 128:,} tokens "
-            f"per run; seeds {seeds} (model init and data order). Command: "
-            f"`.venv/bin/python experiments/policies/compare.py {' '.join(argv)}`", "",
+            f"per run; seeds {seeds} (model init and data order). Command: `{command}`", "",
             "Final EWA eval loss is measured on the final state of each run (same 4 x 32 "
             "validation sequences for every run). Steps are optimizer steps of the main run; "
             "the probe's branch steps and tokens are extra compute, listed apart. Wall time is "
@@ -157,20 +201,26 @@ def _markdown(rows: list[dict], missing: list[str], seeds: list[int], budget_exa
                  f"{_fmt(*r['steps'], 0)} | {r['tokens'][0]:,.0f} | {_fmt(*r['wall'], 0)} | "
                  f"{_fmt(*r['switches'], 1)} | {branch} | {paths} |")
   lines += ["", f"## Paired against {REFERENCE} (same seeds)", "",
-            "Δ = policy minus const_small, per seed. Verdict rule: a difference counts as real "
-            "when every seed's Δ has the same sign and |mean Δ| exceeds twice the noise, the "
-            "larger of the Δ's seed-to-seed sd and const_small's own seed-to-seed sd. With 2-3 "
-            "seeds this is a coarse screen, not a significance test.", "",
-            "| policy | mean Δ | sd of Δ | per-seed Δ | noise | verdict |",
-            "|---|---|---|---|---|---|"]
+            "Δ = policy minus const_small in final EWA eval loss, per seed (both runs of a pair "
+            "share model init and data order). Verdict: better/worse when every seed's Δ has the "
+            "same sign and a two-sided paired t-test gives p < 0.05; identical when every Δ is 0 "
+            "(the policy never left B = 32). For scale, const_small's own seed-to-seed sd is "
+            f"{ref_sd:.4f}. The last column is where const_small's seed-mean curve first reaches "
+            "the policy's final loss, as a fraction of the budget (data efficiency).", "",
+            "| policy | mean Δ | sd of Δ | per-seed Δ | paired t | p | verdict | "
+            "const_small reaches it at | mean Δ, raw (non-EWA) eval loss |",
+            "|---|---|---|---|---|---|---|---|---|"]
   for r in sorted(rows, key=lambda r: r["loss"][0]):
     p = r["pair"]
     if p is None:
       continue
     per_seed = ", ".join(f"s{s}: {d:+.4f}" for s, d in sorted(p["deltas"].items()))
     sd = "n/a" if math.isnan(p["sd"]) else f"{p['sd']:.4f}"
-    lines.append(f"| {r['arm']} | {p['mean']:+.4f} | {sd} | {per_seed} | {p['noise']:.4f} | "
-                 f"{p['verdict']} |")
+    t = "n/a" if math.isnan(p["t"]) else f"{p['t']:+.1f}"
+    pv = "n/a" if math.isnan(p["p"]) else f"{p['p']:.2g}"
+    reach = "n/a" if math.isnan(r["ref_tokens"]) else f"{100 * r['ref_tokens']:.0f}%"
+    lines.append(f"| {r['arm']} | {p['mean']:+.4f} | {sd} | {per_seed} | {t} | {pv} | "
+                 f"{p['verdict']} | {reach} | {p['raw_mean']:+.4f} |")
   lines += ["", "Plots: `loss_vs_tokens.png` (EWA eval loss against tokens, mean over seeds, "
             "band = min..max), `batch_vs_tokens.png` (batch size against tokens, every seed), "
             "`steps_vs_loss.png` (final loss against optimizer steps, every run).", ""]
