@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import shutil
 import sys
 import time
@@ -129,7 +130,9 @@ def arm_config(arm: str, budget_examples: int) -> ml_collections.ConfigDict:
   return c
 
 
-def with_seed(config: ml_collections.ConfigDict, seed: int, eval_every: int):
+def with_seed(config: ml_collections.ConfigDict, seed: int,
+              eval_every: int) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with model seed and data-order seed both ``seed``."""
   c = ml_collections.ConfigDict(config.to_dict())
   c.seed = seed
   c.data.shuffle_seed = seed
@@ -183,6 +186,7 @@ def final_eval(config: ml_collections.ConfigDict, workdir: Path) -> dict:
 
 
 def run_done(workdir: Path) -> bool:
+  """True when ``workdir`` holds a finished run and its final eval."""
   summary, final = workdir / "summary.json", workdir / "final_eval.json"
   if not (summary.exists() and final.exists()):
     return False
@@ -222,7 +226,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--budget-examples", type=int, default=3840,
-                 help="token budget in sequences of 128 tokens, the same for every arm")
+                 help="token budget in sequences of 128 tokens, the same for every arm "
+                      f"(the policy configs are written for {CONFIG_BUDGET_EXAMPLES})")
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
   p.add_argument("--arms", nargs="+", default=list(ARMS))
   p.add_argument("--eval-every", type=int, default=10, help="eval cadence in optimizer steps")
@@ -250,9 +255,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+  """Validate every arm, train the missing (arm, seed) runs, then write the report."""
   args = parse_args(argv)
-  import logging
-
   import summarize
 
   logging.basicConfig(level=logging.WARNING)
