@@ -10,6 +10,8 @@ def test_resume_is_bitwise_equal_to_uninterrupted(tmp_path, text_corpus, data_ca
   part = tmp_path / "part"
   first = train(th.config(text_corpus, data_caches, train__max_steps=6), part)
   assert first["steps"] == 6
+  last_eval = th.metric_lines(part, "eval")[-1]  # step 6 is off the eval grid (every 4)
+  assert last_eval["step"] == 6 and first["final_ewa_eval_loss"] == last_eval["ewa_eval_loss"]
   resumed = train(th.config(text_corpus, data_caches), part)
   assert resumed["steps"] == 12
   assert resumed["params_sha256"] == full["params_sha256"]

@@ -373,6 +373,20 @@ class Trainer:
         self._console(done_pos, B, metrics["loss"], step_time)
       return True
 
+    last_eval_step = None
+
+    def evaluate(state, pos: Position, batch_size: int) -> tuple[float, float]:
+      """Eval loss of the raw and the EWA parameters on the fixed validation batches."""
+      nonlocal last_eval_step
+      loss = float(eval_exe(state["params"], eval_batches))
+      ewa_loss = float(eval_exe(state["ewa"], eval_batches))
+      self.metrics.write("eval", pos.step, pos.examples, pos.tokens, eval_loss=loss,
+                         ewa_eval_loss=ewa_loss, batch_size=batch_size)
+      extra.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
+      last_metrics.update(eval_loss=loss, ewa_eval_loss=ewa_loss)
+      last_eval_step = pos.step
+      return loss, ewa_loss
+
     while True:
       # Stops that need no metrics of the step in flight.
       if t.max_steps and pos.step >= t.max_steps:
@@ -444,12 +458,7 @@ class Trainer:
           status = "diverged"
           break
       if need_eval:
-        loss = float(eval_exe(state["params"], eval_batches))
-        ewa_loss = float(eval_exe(state["ewa"], eval_batches))
-        self.metrics.write("eval", pos.step, pos.examples, pos.tokens, eval_loss=loss,
-                           ewa_eval_loss=ewa_loss, batch_size=batch_size)
-        extra.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
-        last_metrics.update(eval_loss=loss, ewa_eval_loss=ewa_loss)
+        loss, ewa_loss = evaluate(state, pos, batch_size)
         if t.target_loss > 0 and ewa_loss <= t.target_loss and extra["steps_to_target"] is None:
           extra.update(steps_to_target=pos.step, tokens_to_target=pos.tokens,
                        examples_to_target=pos.examples)
@@ -464,6 +473,8 @@ class Trainer:
         status = "diverged"
     if pending_switch is not None:
       self._write_switch(pending_switch)
+    if status in ("max_steps", "max_tokens") and last_eval_step != pos.step and pos.step > 0:
+      evaluate(state, pos, batch_size)  # the final losses describe the final state
     if status == "diverged":
       pos = last_good  # the checkpoints on disk hold only finite states
     else:
