@@ -48,7 +48,7 @@ def _config_command(name: str, argv: list[str]) -> int:
   result = {}
 
   def main(_):
-    from bsjax.config import ConfigError
+    from bsjax.errors import ProblemsError
 
     _quiet_library_logs()  # absl installs its own handler inside app.run
 
@@ -70,10 +70,7 @@ def _config_command(name: str, argv: list[str]) -> int:
 
         run_sweep(config, flags_.workdir)
       result["rc"] = 0
-    except (ConfigError, ValueError) as err:
-      if not isinstance(err, ConfigError) and type(err).__name__ not in (
-          "DataError", "BatchConfigError", "SweepConfigError"):
-        raise
+    except ProblemsError as err:  # bad input: one clear message, no traceback
       print(f"bsjax {name}: {err}", file=sys.stderr)
       result["rc"] = 2
 

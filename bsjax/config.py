@@ -13,16 +13,15 @@ from bsjax import model as model_lib
 from bsjax import optim
 from bsjax.batching.config import default_batch_config, validate_batch_config
 from bsjax.data.config import default_data_config, validate_data_config
+from bsjax.errors import ProblemsError
 
 STOP_STATUSES = ("target_reached", "max_steps", "max_tokens", "diverged", "preempted")
 
 
-class ConfigError(ValueError):
+class ConfigError(ProblemsError):
   """A config that cannot run; the message lists every bad key."""
 
-  def __init__(self, problems: list[str]):
-    self.problems = list(problems)
-    super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+  heading = "invalid config"
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 import ml_collections
+
+from bsjax.errors import ProblemsError
 
 RULES = ("grid", "half_life", "table", "table4")
 ANALYSIS_KEYS = ("b_opt", "overhead", "alpha", "bootstrap", "seed")
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(ProblemsError):
     """A sweep that cannot run; the message lists every problem, each naming its key."""
 
-    def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__("invalid sweep:\n" + "\n".join(f"  - {p}" for p in self.problems))
+    heading = "invalid sweep"
 
 
 def default_sweep_section() -> ml_collections.ConfigDict:
