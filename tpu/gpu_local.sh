@@ -29,30 +29,9 @@
 #                 .venv/bin/bsjax if present, else bsjax on PATH)
 #   --dry-run     print the processes' commands and exit
 set -euo pipefail
-SCRIPT_NAME="tpu/$(basename "$0")"
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-
-die() {
-  echo "$SCRIPT_NAME: error: $*" >&2
-  exit 2
-}
-note() {
-  echo "$SCRIPT_NAME: $*" >&2
-}
-usage() {
-  sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "$0"
-}
-take_value() {
-  if [[ "$1" == *=* ]]; then
-    VALUE="${1#*=}"
-    TAKEN=1
-  else
-    [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "option $1 needs a value"
-    VALUE="$2"
-    TAKEN=2
-  fi
-  [[ -n "$VALUE" ]] || die "option ${1%%=*} needs a non-empty value"
-}
+# die, note, usage, take_value, REPO_ROOT (gpu_local.sh uses none of the gcloud helpers).
+# shellcheck source=tpu/_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 PER_GPU=0
 GPUS=""

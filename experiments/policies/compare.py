@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
 if str(HERE) not in sys.path:
   sys.path.insert(0, str(HERE))
 
-from bsjax.config import base_config  # noqa: E402
+from bsjax.config import tiny_cpu_config  # noqa: E402
 
 CTX = 128
 SMALL, LARGE = 32, 128
@@ -75,16 +75,8 @@ def _load_policy_config(name: str) -> ml_collections.ConfigDict:
 
 def _baseline(batch_size: int) -> ml_collections.ConfigDict:
   """The fixed-schedule arms: the policy configs' model and optimizer, constant LR."""
-  c = base_config()
-  c.model.preset = "tiny"
-  c.model.ctx_len = CTX
-  c.optim.lr = 3e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
-  c.optim.warmup_tokens = SMALL * CTX * 20
-  c.optim.ewa_tau = 0.95
+  c = tiny_cpu_config(batch_size=SMALL, ctx_len=CTX)  # warmup: 20 steps at the small batch
   c.batch.batch_size = batch_size
-  c.batch.micro_batch_per_device = 64
   return c
 
 
