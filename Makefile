@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: run test venv lock clean-venv
+.PHONY: run test lint format venv lock clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ run: $(STAMP)
 test: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# One formatter and linter for all code (configured in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff format --check bsjax tests configs experiments
+	$(BIN)/ruff check bsjax tests configs experiments
+
+format: $(STAMP)
+	$(BIN)/ruff format bsjax tests configs experiments
+	$(BIN)/ruff check --fix bsjax tests configs experiments
 
 # Re-resolve the exact known-good set from pyproject's ranges.
 lock:

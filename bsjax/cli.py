@@ -1,10 +1,10 @@
 """The ``bsjax`` command (also ``python -m bsjax``).
 
-  bsjax train   --config=configs/FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
-  bsjax sweep   --config=configs/FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
-  bsjax analyze DIR
-  bsjax fit-cbs FILE.csv [--b-opt N] [--overhead R] [--alpha 1|fit] [--json]
-  bsjax theory  SUBCOMMAND ...
+bsjax train   --config=configs/FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
+bsjax sweep   --config=configs/FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
+bsjax analyze DIR
+bsjax fit-cbs FILE.csv [--b-opt N] [--overhead R] [--alpha 1|fit] [--json]
+bsjax theory  SUBCOMMAND ...
 """
 
 from __future__ import annotations
@@ -17,116 +17,126 @@ USAGE = __doc__
 
 
 def _maybe_init_distributed() -> None:
-  """Join a multi-process run when started as one of several processes.
+    """Join a multi-process run when started as one of several processes.
 
-  Set BSJAX_COORDINATOR (host:port), BSJAX_NUM_PROCESSES and BSJAX_PROCESS_ID,
-  or run where ``jax.distributed.initialize()`` detects the cluster by itself
-  (TPU pods, SLURM): set BSJAX_DISTRIBUTED=auto there.
-  """
-  import jax
+    Set BSJAX_COORDINATOR (host:port), BSJAX_NUM_PROCESSES and BSJAX_PROCESS_ID,
+    or run where ``jax.distributed.initialize()`` detects the cluster by itself
+    (TPU pods, SLURM): set BSJAX_DISTRIBUTED=auto there.
+    """
+    import jax
 
-  if os.environ.get("BSJAX_COORDINATOR"):
-    num = int(os.environ["BSJAX_NUM_PROCESSES"])
-    # CPU processes need a collectives library (set before any backend starts).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=os.environ["BSJAX_COORDINATOR"],
-                               num_processes=num, process_id=int(os.environ["BSJAX_PROCESS_ID"]))
-  elif os.environ.get("BSJAX_DISTRIBUTED") == "auto":
-    jax.distributed.initialize()
+    if os.environ.get("BSJAX_COORDINATOR"):
+        num = int(os.environ["BSJAX_NUM_PROCESSES"])
+        # CPU processes need a collectives library (set before any backend starts).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=os.environ["BSJAX_COORDINATOR"],
+            num_processes=num,
+            process_id=int(os.environ["BSJAX_PROCESS_ID"]),
+        )
+    elif os.environ.get("BSJAX_DISTRIBUTED") == "auto":
+        jax.distributed.initialize()
 
 
 def _config_command(name: str, argv: list[str]) -> int:
-  """``train`` and ``sweep``: absl flags with an ml_collections config file."""
-  from absl import app, flags
-  from ml_collections import config_flags
+    """``train`` and ``sweep``: absl flags with an ml_collections config file."""
+    from absl import app, flags
+    from ml_collections import config_flags
 
-  flags_ = flags.FLAGS
-  config_flags.DEFINE_config_file("config", None, "Config file (configs/FILE.py[:ARG]).",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Folder of the run (or sweep); resumed if it exists.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  result = {}
+    flags_ = flags.FLAGS
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file (configs/FILE.py[:ARG]).", lock_config=True
+    )
+    flags.DEFINE_string("workdir", None, "Folder of the run (or sweep); resumed if it exists.")
+    flags.mark_flags_as_required(["config", "workdir"])
+    result = {}
 
-  def main(_):
-    from bsjax.errors import ProblemsError
+    def main(_):
+        from bsjax.errors import ProblemsError
 
-    _quiet_library_logs()  # absl installs its own handler inside app.run
+        _quiet_library_logs()  # absl installs its own handler inside app.run
 
-    config = flags_.config
+        config = flags_.config
+        try:
+            _maybe_init_distributed()
+            if name == "train":
+                from bsjax.train.loop import train
+
+                summary = train(config, flags_.workdir)
+                print(
+                    f"status: {summary['status']}  steps: {summary['steps']}  "
+                    f"tokens: {summary['tokens']}"
+                )
+                print(f"summary:     {os.path.join(flags_.workdir, 'summary.json')}")
+                print(f"metrics:     {os.path.join(flags_.workdir, 'metrics.jsonl')}")
+                if config.train.tensorboard:
+                    print(
+                        f"tensorboard: tensorboard --logdir {os.path.join(flags_.workdir, 'tensorboard')}"
+                    )
+            else:
+                from bsjax.cbs.sweep import run_sweep
+
+                run_sweep(config, flags_.workdir)
+            result["rc"] = 0
+        except ProblemsError as err:  # bad input: one clear message, no traceback
+            print(f"bsjax {name}: {err}", file=sys.stderr)
+            result["rc"] = 2
+
     try:
-      _maybe_init_distributed()
-      if name == "train":
-        from bsjax.train.loop import train
-
-        summary = train(config, flags_.workdir)
-        print(f"status: {summary['status']}  steps: {summary['steps']}  "
-              f"tokens: {summary['tokens']}")
-        print(f"summary:     {os.path.join(flags_.workdir, 'summary.json')}")
-        print(f"metrics:     {os.path.join(flags_.workdir, 'metrics.jsonl')}")
-        if config.train.tensorboard:
-          print(f"tensorboard: tensorboard --logdir {os.path.join(flags_.workdir, 'tensorboard')}")
-      else:
-        from bsjax.cbs.sweep import run_sweep
-
-        run_sweep(config, flags_.workdir)
-      result["rc"] = 0
-    except ProblemsError as err:  # bad input: one clear message, no traceback
-      print(f"bsjax {name}: {err}", file=sys.stderr)
-      result["rc"] = 2
-
-  try:
-    app.run(main, argv=[f"bsjax {name}"] + argv)
-  except (AttributeError, KeyError) as err:  # an override names a key the config lacks
-    overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
-    print(f"bsjax {name}: unknown config key {err} in the overrides {overrides}; the keys a "
-          f"run reads are listed in bsjax/config.py (base_config)", file=sys.stderr)
-    return 2
-  except SystemExit as exit_:
-    if exit_.code not in (0, None):
-      return int(exit_.code) if isinstance(exit_.code, int) else 1
-  return result.get("rc", 0)
+        app.run(main, argv=[f"bsjax {name}"] + argv)
+    except (AttributeError, KeyError) as err:  # an override names a key the config lacks
+        overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+        print(
+            f"bsjax {name}: unknown config key {err} in the overrides {overrides}; the keys a "
+            f"run reads are listed in bsjax/config.py (base_config)",
+            file=sys.stderr,
+        )
+        return 2
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            return int(exit_.code) if isinstance(exit_.code, int) else 1
+    return result.get("rc", 0)
 
 
 class _DropChatter(logging.Filter):
-  """Drop INFO lines of libraries (orbax narrates every checkpoint); keep bsjax's own
-  and clu's progress reports, and every warning."""
+    """Drop INFO lines of libraries (orbax narrates every checkpoint); keep bsjax's own
+    and clu's progress reports, and every warning."""
 
-  def filter(self, record: logging.LogRecord) -> bool:
-    path = record.pathname
-    return (record.levelno >= logging.WARNING or "site-packages" not in path
-            or "/clu/" in path)
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname
+        return record.levelno >= logging.WARNING or "site-packages" not in path or "/clu/" in path
 
 
 def _quiet_library_logs() -> None:
-  for name in ("absl", ""):
-    for handler in logging.getLogger(name).handlers:
-      handler.addFilter(_DropChatter())
-  logging.getLogger("absl").addFilter(_DropChatter())
+    for name in ("absl", ""):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_DropChatter())
+    logging.getLogger("absl").addFilter(_DropChatter())
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Dispatch ``bsjax SUBCOMMAND ...``; returns the exit code."""
-  argv = sys.argv[1:] if argv is None else list(argv)
-  if not argv or argv[0] in ("-h", "--help", "help"):
-    print(USAGE)
-    return 0 if argv else 2
-  command, rest = argv[0], argv[1:]
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  _quiet_library_logs()
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  if command in ("train", "sweep"):
-    return _config_command(command, rest)
-  if command == "analyze":
-    from bsjax.cbs.cli import analyze_main
+    """Dispatch ``bsjax SUBCOMMAND ...``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _quiet_library_logs()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if command in ("train", "sweep"):
+        return _config_command(command, rest)
+    if command == "analyze":
+        from bsjax.cbs.cli import analyze_main
 
-    return analyze_main(rest)
-  if command == "fit-cbs":
-    from bsjax.cbs.cli import fit_cbs_main
+        return analyze_main(rest)
+    if command == "fit-cbs":
+        from bsjax.cbs.cli import fit_cbs_main
 
-    return fit_cbs_main(rest)
-  if command == "theory":
-    from bsjax.theory.cli import main as theory_main
+        return fit_cbs_main(rest)
+    if command == "theory":
+        from bsjax.theory.cli import main as theory_main
 
-    return theory_main(rest)
-  print(f"bsjax: unknown command {command!r}\n{USAGE}", file=sys.stderr)
-  return 2
+        return theory_main(rest)
+    print(f"bsjax: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+    return 2

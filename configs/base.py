@@ -2,11 +2,12 @@
 
 Usage: bsjax train --config=configs/base.py --workdir=runs/x --config.train.max_steps=100
 """
+
 from bsjax.config import base_config
 
 
 def get_config(arg=None):
-  del arg
-  config = base_config()
-  config.train.max_steps = 1000
-  return config
+    del arg
+    config = base_config()
+    config.train.max_steps = 1000
+    return config

@@ -18,42 +18,43 @@ the reference batch, each scaled to keep its half-life in tokens
 (v ** (B / 8): small batches get the larger beta2 and tau that the paper's
 Table 4 also favours); 16k eval tokens.
 """
+
 from bsjax.cbs.sweep import sweep_config
 from bsjax.config import base_config
 
 
 def get_config(arg=None):
-  del arg
-  c = base_config()
-  c.model.preset = "tiny"
-  c.model.d_model = 32
-  c.model.n_layers = 2
-  c.model.n_heads = 1
-  c.model.d_ff = 128
-  c.model.ctx_len = 64
-  c.optim.lr = 1e-2
-  c.optim.b1 = 0.95
-  c.optim.b2 = 0.99
-  c.batch.micro_batch_per_device = 64
-  c.train.eval_every = 1000
-  c.train.eval_batches = 4
-  c.train.eval_batch_size = 64
-  c.train.checkpoint_every = 1000
-  c.train.keep_checkpoints = 1
-  c.train.log_every = 50
-  c.train.tensorboard = False
-  return sweep_config(
-      c,
-      batch_sizes=(2, 4, 8, 16, 32, 64),
-      reference_batch_size=8,
-      chinchilla_ratio=20.0,
-      lr=(1e-2,),
-      b2=(0.99,),
-      ewa_tau=(0.975,),
-      b2_rule="half_life",
-      ewa_tau_rule="half_life",
-      warmup_fraction=(0.125,),
-      max_steps_factor=5.0,
-      min_expected_steps=50,
-      analysis=dict(bootstrap=500),
-  )
+    del arg
+    c = base_config()
+    c.model.preset = "tiny"
+    c.model.d_model = 32
+    c.model.n_layers = 2
+    c.model.n_heads = 1
+    c.model.d_ff = 128
+    c.model.ctx_len = 64
+    c.optim.lr = 1e-2
+    c.optim.b1 = 0.95
+    c.optim.b2 = 0.99
+    c.batch.micro_batch_per_device = 64
+    c.train.eval_every = 1000
+    c.train.eval_batches = 4
+    c.train.eval_batch_size = 64
+    c.train.checkpoint_every = 1000
+    c.train.keep_checkpoints = 1
+    c.train.log_every = 50
+    c.train.tensorboard = False
+    return sweep_config(
+        c,
+        batch_sizes=(2, 4, 8, 16, 32, 64),
+        reference_batch_size=8,
+        chinchilla_ratio=20.0,
+        lr=(1e-2,),
+        b2=(0.99,),
+        ewa_tau=(0.975,),
+        b2_rule="half_life",
+        ewa_tau_rule="half_life",
+        warmup_fraction=(0.125,),
+        max_steps_factor=5.0,
+        min_expected_steps=50,
+        analysis=dict(bootstrap=500),
+    )

@@ -11,6 +11,7 @@ bsjax/batching/policies/probe.py.
 
   bsjax train --config=configs/policy_probe.py --workdir=runs/policy_probe
 """
+
 from bsjax.config import tiny_cpu_config
 
 START = 32
@@ -19,18 +20,18 @@ BUDGET_EXAMPLES = 12_800  # 400 steps at 32, as in every policy_*.py config
 
 
 def get_config(arg=None):
-  del arg
-  c = tiny_cpu_config(batch_size=START, ctx_len=CTX)
-  c.batch.lr_scaling = "sqrt"
-  c.batch.policy.name = "probe"
-  c.batch.policy.max_batch_size = 128
-  p = c.batch.policy.probe
-  p.factors = "1 2 4"
-  p.eps = 0.01
-  p.eps_mode = "relative"
-  p.probe_tokens = str(START * CTX * 10)
-  p.every_tokens = str(START * CTX * 60)
-  p.start_tokens = str(START * CTX * 40)
-  p.cbs_over = 2.0
-  c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
-  return c
+    del arg
+    c = tiny_cpu_config(batch_size=START, ctx_len=CTX)
+    c.batch.lr_scaling = "sqrt"
+    c.batch.policy.name = "probe"
+    c.batch.policy.max_batch_size = 128
+    p = c.batch.policy.probe
+    p.factors = "1 2 4"
+    p.eps = 0.01
+    p.eps_mode = "relative"
+    p.probe_tokens = str(START * CTX * 10)
+    p.every_tokens = str(START * CTX * 60)
+    p.start_tokens = str(START * CTX * 40)
+    p.cbs_over = 2.0
+    c.train.max_tokens = BUDGET_EXAMPLES * CTX  # the same data for every policy config
+    return c

@@ -7,6 +7,7 @@ schedule to the plan and uses policy.lr_override(tokens).
 
   bsjax train --config=configs/policy_seesaw.py --workdir=runs/policy_seesaw
 """
+
 from bsjax.config import tiny_cpu_config
 
 CTX = 128
@@ -15,13 +16,13 @@ TOTAL_TOKENS = BUDGET_EXAMPLES * CTX
 
 
 def get_config(arg=None):
-  del arg
-  c = tiny_cpu_config(batch_size=32, ctx_len=CTX)
-  c.optim.schedule = "cosine"
-  c.optim.total_tokens = TOTAL_TOKENS
-  c.batch.lr_scaling = "none"
-  c.batch.policy.name = "seesaw"
-  c.batch.policy.max_batch_size = 256
-  c.train.max_tokens = TOTAL_TOKENS  # the same data for every policy config
-  c.train.eval_every = 25
-  return c
+    del arg
+    c = tiny_cpu_config(batch_size=32, ctx_len=CTX)
+    c.optim.schedule = "cosine"
+    c.optim.total_tokens = TOTAL_TOKENS
+    c.batch.lr_scaling = "none"
+    c.batch.policy.name = "seesaw"
+    c.batch.policy.max_batch_size = 256
+    c.train.max_tokens = TOTAL_TOKENS  # the same data for every policy config
+    c.train.eval_every = 25
+    return c

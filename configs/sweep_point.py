@@ -7,13 +7,16 @@
 one per run, with every override of its point; the argument is the
 base_config.json the sweep wrote into its folder.
 """
+
 import json
 
 import ml_collections
 
 
 def get_config(arg=None):
-  if not arg:
-    raise ValueError("configs/sweep_point.py needs the path of a sweep's base_config.json after ':'")
-  with open(arg, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(json.load(f))
+    if not arg:
+        raise ValueError(
+            "configs/sweep_point.py needs the path of a sweep's base_config.json after ':'"
+        )
+    with open(arg, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))

@@ -1,12 +1,21 @@
 """Policy interface: ScheduledPolicy drives fixed schedules, state round-trips, off-bucket sizes."""
+
 import json
 import warnings
 
 import pytest
 
-from bsjax.batching import (BatchConfigError, BatchPolicy, Decision, OffBucketWarning,
-                            ScheduledPolicy, TableSchedule, RampSchedule, round_to_bucket,
-                            switch_points)
+from bsjax.batching import (
+    BatchConfigError,
+    BatchPolicy,
+    Decision,
+    OffBucketWarning,
+    RampSchedule,
+    ScheduledPolicy,
+    TableSchedule,
+    round_to_bucket,
+    switch_points,
+)
 
 
 def _drive(policy, ctx_len, num_steps, metrics_at=lambda step: {}):
@@ -21,8 +30,9 @@ def _drive(policy, ctx_len, num_steps, metrics_at=lambda step: {}):
     return switches
 
 
-@pytest.mark.parametrize("schedule", [TableSchedule.parse("0:64 2M:128 8M:256"),
-                                      RampSchedule(32, 32, 4_000_000, 256)])
+@pytest.mark.parametrize(
+    "schedule", [TableSchedule.parse("0:64 2M:128 8M:256"), RampSchedule(32, 32, 4_000_000, 256)]
+)
 def test_scheduled_policy_switches_where_the_schedule_does(schedule):
     policy = ScheduledPolicy(schedule)
     switches = _drive(policy, ctx_len=512, num_steps=400)
@@ -77,7 +87,7 @@ class _DoubleWhenCBSExceeds(BatchPolicy):
 
     def candidate_sizes(self):
         sizes, B = [], self.start
-        while B <= self.max_size:
+        while self.max_size >= B:
             sizes.append(B)
             B *= 2
         return sizes
@@ -101,7 +111,9 @@ class _DoubleWhenCBSExceeds(BatchPolicy):
 
 def test_adaptive_policy_decides_only_at_decision_points():
     policy = _DoubleWhenCBSExceeds(start=32, every=10, max_size=256)
-    switches = _drive(policy, ctx_len=128, num_steps=100, metrics_at=lambda step: {"cbs": 8.0 * step})
+    switches = _drive(
+        policy, ctx_len=128, num_steps=100, metrics_at=lambda step: {"cbs": 8.0 * step}
+    )
     # cbs(step) = 8 step > 2B first at step 10 (80 > 64), then 20 (160 > 128), 40 (320 > 256).
     assert [(s, d.batch_size) for s, _, d in switches] == [(10, 64), (20, 128), (40, 256)]
     assert switches[0][2].measured == {"cbs": 80.0}
@@ -116,14 +128,19 @@ def test_round_to_bucket_exact_sizes_pass_silently():
 
 
 def test_round_to_bucket_rounds_down_with_warning():
-    with pytest.warns(OffBucketWarning, match="batch size 200 has no compiled bucket; rounded down to 128"):
+    with pytest.warns(
+        OffBucketWarning, match="batch size 200 has no compiled bucket; rounded down to 128"
+    ):
         assert round_to_bucket(200, {256: None, 64: None, 128: None}, "round") == 128
     with pytest.warns(OffBucketWarning):
         assert round_to_bucket(10_000, [64, 128, 256], "round") == 256
 
 
 def test_round_to_bucket_refuses():
-    with pytest.raises(BatchConfigError, match=r"batch size 200 has no compiled bucket \(off_bucket='error'\).*nearest: 128 or 256"):
+    with pytest.raises(
+        BatchConfigError,
+        match=r"batch size 200 has no compiled bucket \(off_bucket='error'\).*nearest: 128 or 256",
+    ):
         round_to_bucket(200, [64, 128, 256], "error")
     with pytest.raises(BatchConfigError, match="below every compiled size"):
         round_to_bucket(32, [64, 128], "round")

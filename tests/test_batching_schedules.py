@@ -1,17 +1,40 @@
 """Schedules: parsing, batch_size_at at and around every boundary, realised switch steps."""
+
 from fractions import Fraction
 
 import pytest
 
-from bsjax.batching import (BatchConfigError, ConstantSchedule, DoublingSchedule, RampSchedule,
-                            TableSchedule, default_batch_config, format_count, parse_count,
-                            reachable_sizes, schedule_from_config, switch_points)
+from bsjax.batching import (
+    BatchConfigError,
+    ConstantSchedule,
+    DoublingSchedule,
+    RampSchedule,
+    TableSchedule,
+    default_batch_config,
+    format_count,
+    parse_count,
+    reachable_sizes,
+    schedule_from_config,
+    switch_points,
+)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("64", 64), ("2M", 2_000_000), ("1.5M", 1_500_000), ("2k", 2_000), ("3B", 3_000_000_000),
-    ("1T", 10**12), ("0.25K", 250), ("2e6", 2_000_000), (" 7 ", 7), (1024, 1024), (2e6, 2_000_000),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("64", 64),
+        ("2M", 2_000_000),
+        ("1.5M", 1_500_000),
+        ("2k", 2_000),
+        ("3B", 3_000_000_000),
+        ("1T", 10**12),
+        ("0.25K", 250),
+        ("2e6", 2_000_000),
+        (" 7 ", 7),
+        (1024, 1024),
+        (2e6, 2_000_000),
+    ],
+)
 def test_parse_count_suffixes(text, expected):
     assert parse_count(text) == expected
 
@@ -22,8 +45,22 @@ def test_parse_count_rejects(text):
         parse_count(text, name="ramp_tokens")
 
 
-@pytest.mark.parametrize("n", [0, 1, 999, 1000, 1500, 2_000_000, 1_500_000, 1_234_567,
-                               250_000_000_000, 3 * 10**12, 10**13 + 1])
+@pytest.mark.parametrize(
+    "n",
+    [
+        0,
+        1,
+        999,
+        1000,
+        1500,
+        2_000_000,
+        1_500_000,
+        1_234_567,
+        250_000_000_000,
+        3 * 10**12,
+        10**13 + 1,
+    ],
+)
 def test_format_count_round_trips(n):
     assert parse_count(format_count(n)) == n
 
@@ -70,17 +107,20 @@ def test_table_merges_repeated_sizes():
     assert schedule.batch_size_at(1_500_000) == 64
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("0:64 8M:128 2M:256", "strictly increasing, but 2M follows 8M"),
-    ("0:64 2M:128 2M:256", "strictly increasing"),
-    ("0:0 2M:128", "must be positive, got 0"),
-    ("0:64 2M:-8", "must be positive, got -8"),
-    ("1M:64 2M:128", "must start at token 0"),
-    ("", "empty"),
-    ("0:64 2M", "not of the form KEY:VALUE"),
-    ("0:64 2Q:128", "cannot read '2Q'"),
-    ("0:64 2M:1.5", "not a whole number"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("0:64 8M:128 2M:256", "strictly increasing, but 2M follows 8M"),
+        ("0:64 2M:128 2M:256", "strictly increasing"),
+        ("0:0 2M:128", "must be positive, got 0"),
+        ("0:64 2M:-8", "must be positive, got -8"),
+        ("1M:64 2M:128", "must start at token 0"),
+        ("", "empty"),
+        ("0:64 2M", "not of the form KEY:VALUE"),
+        ("0:64 2Q:128", "cannot read '2Q'"),
+        ("0:64 2M:1.5", "not a whole number"),
+    ],
+)
 def test_table_errors(spec, message):
     with pytest.raises(BatchConfigError, match=message):
         TableSchedule.parse(spec)
@@ -104,9 +144,15 @@ def _megatron_ramp(tokens, start, increment, ramp_tokens, end):
     return min(end, start + increment * int(Fraction(tokens) / per_increment))
 
 
-@pytest.mark.parametrize("start,increment,ramp_tokens,end", [
-    (32, 16, 1_000_000, 128), (8, 8, 999_999, 64), (3, 5, 7_777, 23), (16, 16, 100, 1024),
-])
+@pytest.mark.parametrize(
+    "start,increment,ramp_tokens,end",
+    [
+        (32, 16, 1_000_000, 128),
+        (8, 8, 999_999, 64),
+        (3, 5, 7_777, 23),
+        (16, 16, 100, 1024),
+    ],
+)
 def test_ramp_matches_megatron_formula(start, increment, ramp_tokens, end):
     schedule = RampSchedule(start, increment, ramp_tokens, end)
     n = (end - start) // increment
@@ -126,13 +172,16 @@ def test_ramp_degenerate_is_constant():
     assert schedule.switch_tokens() == [] and schedule.batch_size_at(5000) == 64
 
 
-@pytest.mark.parametrize("args,message", [
-    ((32, 16, 1000, 130), r"multiple of ramp_increment \(16\); e.g. ramp_end=128 or 144"),
-    ((32, 0, 1000, 128), "ramp_increment must be a positive int"),
-    ((32, 16, 0, 128), "ramp_tokens must be a positive"),
-    ((128, 16, 1000, 32), "must be >= the start"),
-    ((0, 16, 1000, 128), "must be positive, got 0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((32, 16, 1000, 130), r"multiple of ramp_increment \(16\); e.g. ramp_end=128 or 144"),
+        ((32, 0, 1000, 128), "ramp_increment must be a positive int"),
+        ((32, 16, 0, 128), "ramp_tokens must be a positive"),
+        ((128, 16, 1000, 32), "must be >= the start"),
+        ((0, 16, 1000, 128), "must be positive, got 0"),
+    ],
+)
 def test_ramp_errors(args, message):
     with pytest.raises(BatchConfigError, match=message):
         RampSchedule(*args)
@@ -143,10 +192,13 @@ def test_doubling_boundaries():
     _check_boundaries(schedule, [(0, 64), (1_000_000, 128), (4_000_000, 256), (5_000_000, 512)])
 
 
-@pytest.mark.parametrize("at,message", [
-    ([4_000_000, 1_000_000], "strictly increasing"),
-    ([0, 1_000_000], "positive token count"),
-])
+@pytest.mark.parametrize(
+    "at,message",
+    [
+        ([4_000_000, 1_000_000], "strictly increasing"),
+        ([0, 1_000_000], "positive token count"),
+    ],
+)
 def test_doubling_errors(at, message):
     with pytest.raises(BatchConfigError, match=message):
         DoublingSchedule(64, at)
@@ -172,13 +224,16 @@ def _simulate(schedule, ctx_len, until_tokens):
     return points
 
 
-@pytest.mark.parametrize("schedule", [
-    TableSchedule.parse("0:64 2M:128 8M:256"),
-    TableSchedule.parse("0:64 100K:128 110K:256 1M:32"),
-    RampSchedule(32, 16, 3_000_000, 256),
-    DoublingSchedule(16, [250_000, 251_000, 2_000_000]),
-    ConstantSchedule(7),
-])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        TableSchedule.parse("0:64 2M:128 8M:256"),
+        TableSchedule.parse("0:64 100K:128 110K:256 1M:32"),
+        RampSchedule(32, 16, 3_000_000, 256),
+        DoublingSchedule(16, [250_000, 251_000, 2_000_000]),
+        ConstantSchedule(7),
+    ],
+)
 @pytest.mark.parametrize("ctx_len", [128, 512])
 def test_switch_points_match_step_loop(schedule, ctx_len):
     last = max([0] + schedule.switch_tokens())

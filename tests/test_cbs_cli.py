@@ -35,12 +35,16 @@ def test_options_change_the_answer(table6_85m, capsys):
     assert fit_cbs_main([str(table6_85m), "--json", "--b-opt", "128", "--overhead", "0.1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["b_opt"] == 128 and data["overhead"] == 0.1
-    assert data["critical_batch_size"] == pytest.approx(1.1 * 128 + 0.1 * 2834258.08 / 1293.83, rel=1e-6)
+    assert data["critical_batch_size"] == pytest.approx(
+        1.1 * 128 + 0.1 * 2834258.08 / 1293.83, rel=1e-6
+    )
 
 
 def test_fitted_alpha_and_bootstrap(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    rows = [(b, (1500 + 1e7 / b**1.15) * np.exp(rng.normal(0, 0.02))) for b in BATCH for _ in range(2)]
+    rows = [
+        (b, (1500 + 1e7 / b**1.15) * np.exp(rng.normal(0, 0.02))) for b in BATCH for _ in range(2)
+    ]
     path = write_csv(tmp_path / "y.csv", rows)
     assert fit_cbs_main([str(path), "--alpha", "fit", "--bootstrap", "40", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

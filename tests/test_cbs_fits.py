@@ -62,7 +62,9 @@ def test_fitted_alpha_recovery():
     assert exact.a == pytest.approx(a, rel=1e-4)
     assert exact.b == pytest.approx(b, rel=1e-4)
     rng = np.random.default_rng(1)
-    noisy = fit_steps_curve(BATCH, (a + b / BATCH**alpha) * np.exp(rng.normal(0, 0.02, BATCH.size)), alpha=None)
+    noisy = fit_steps_curve(
+        BATCH, (a + b / BATCH**alpha) * np.exp(rng.normal(0, 0.02, BATCH.size)), alpha=None
+    )
     assert noisy.alpha == pytest.approx(alpha, abs=0.1)
     assert noisy.critical_batch_size == pytest.approx(critical_batch_size(a, b, alpha), rel=0.15)
 
@@ -79,7 +81,9 @@ def test_critical_batch_size_solves_the_defining_equation():
         lhs = (a + b / b_opt**alpha) * (1 + rho) * b_opt
         assert (a + b / bstar**alpha) * bstar == pytest.approx(lhs, rel=1e-9)
     # alpha = 1 closed form
-    assert critical_batch_size(1000.0, 2e6, 1.0, 256, 0.2) == pytest.approx(1.2 * 256 + 0.2 * 2e6 / 1000.0)
+    assert critical_batch_size(1000.0, 2e6, 1.0, 256, 0.2) == pytest.approx(
+        1.2 * 256 + 0.2 * 2e6 / 1000.0
+    )
 
 
 def test_table6b_formula_differs_from_the_root_for_alpha_not_one():
@@ -145,7 +149,12 @@ def test_to_json_round_trips():
         ([256, 512, 0], [1000, 600, 400], {}, "batch_sizes must be finite and > 0"),
         ([256, 512, 1024], [1000, -600, 400], {}, "steps must be finite and > 0"),
         ([256, 512, 1024], [1000, 600], {}, "same length"),
-        ([256, 512, 1024], [1000, 600, 400], {"alpha": "two"}, "alpha must be a positive number or 'fit'"),
+        (
+            [256, 512, 1024],
+            [1000, 600, 400],
+            {"alpha": "two"},
+            "alpha must be a positive number or 'fit'",
+        ),
         ([256, 512, 1024], [1000, 600, 400], {"overhead": 0}, "overhead"),
         ([256, 512, 1024], [1000, 600, 400], {"b_opt": -1}, "b_opt"),
     ],

@@ -1,6 +1,6 @@
 """Sweep results, the report writer and `bsjax analyze` on synthetic run folders.
 
-The run folders follow the contract of DESIGN.md ("A run's folder"): config.json,
+The run folders follow the contract of docs/architecture.md ("A run's folder"): config.json,
 metrics.jsonl and summary.json, written here from known Y(B) curves (no training).
 """
 
@@ -13,10 +13,10 @@ import pytest
 from matplotlib import image as mpimg
 
 from bsjax.cbs.cli import analyze_main
-from bsjax.cbs.eval_schedule import eval_steps, expected_steps_for
 from bsjax.cbs.fits import critical_batch_size
 from bsjax.cbs.report import write_report
 from bsjax.cbs.results import SweepError, SweepWarning, load_sweep
+from bsjax.train.eval_schedule import eval_steps, expected_steps_for
 
 CORPUS = {"name": "embedded", "python": "3.11.9", "files": 812, "sha256": "5e1f00d"}
 CTX = 64
@@ -49,7 +49,12 @@ def write_run(
     config = {
         "seed": seed,
         "model": {"preset": preset, "ctx_len": CTX},
-        "optim": {"lr": lr, "b2": 0.99 if batch <= 512 else 0.95, "ewa_tau": 0.999, "warmup_tokens": 20_000},
+        "optim": {
+            "lr": lr,
+            "b2": 0.99 if batch <= 512 else 0.95,
+            "ewa_tau": 0.999,
+            "warmup_tokens": 20_000,
+        },
         "batch": {"batch_size": batch},
         "train": {"target_loss": target},
         "target": {"ref_tokens": 20 * params},
@@ -66,7 +71,9 @@ def write_run(
             loss = target + 0.3 + (1.0 / step) ** 0.3
         loss = min(loss, 10.0)
         common = {"step": step, "examples": step * batch, "tokens": step * batch * CTX}
-        lines.append({"kind": "train", **common, "batch_size": batch, "lr": lr, "loss": loss + 0.05})
+        lines.append(
+            {"kind": "train", **common, "batch_size": batch, "lr": lr, "loss": loss + 0.05}
+        )
         lines.append({"kind": "eval", **common, "eval_loss": loss + 0.02, "ewa_eval_loss": loss})
         if loss <= target:
             hit = step

@@ -68,7 +68,7 @@ def test_exact_count_1208_does_not_give_93_20():
 
 def test_table7_model_size_forecasts_within_2_percent():
     law = fit_scaling_law(N_MILLIONS, paper_bstar())
-    for forecast, (n, expected) in zip(law.forecast([n for n, _ in TABLE7_N]), TABLE7_N):
+    for forecast, (_n, expected) in zip(law.forecast([n for n, _ in TABLE7_N]), TABLE7_N):
         assert forecast.critical_batch_size == pytest.approx(expected, rel=0.02)
         assert forecast.log2 == pytest.approx(math.log2(expected), abs=0.03)
     # In fact they agree to the printed digits.

@@ -54,7 +54,9 @@ def true_examples(steps):
     b_0 = c * (s_opt - s_1) ** 2 + e_min - b_m1 / (s_1 - s_min)
     a_0 = c * (s_2 - s_opt) ** 2 + e_min - B_MIN_TRUE * s_2
     return np.where(
-        s <= s_1, b_m1 / (s - s_min) + b_0, np.where(s <= s_2, c * (s - s_opt) ** 2 + e_min, B_MIN_TRUE * s + a_0)
+        s <= s_1,
+        b_m1 / (s - s_min) + b_0,
+        np.where(s <= s_2, c * (s - s_opt) ** 2 + e_min, B_MIN_TRUE * s + a_0),
     )
 
 
@@ -78,7 +80,10 @@ def test_wsd_noisy_recovery_per_target_loss():
     points = {}
     for target, scale in ((3.2, 1.0), (3.1, 1.3)):
         # A lower target: every E scaled up (same S) -> B_min and B_opt grow by the scale.
-        points[target] = (STEPS, true_examples(STEPS) * scale * np.exp(rng.normal(0, 0.01, STEPS.size)))
+        points[target] = (
+            STEPS,
+            true_examples(STEPS) * scale * np.exp(rng.normal(0, 0.01, STEPS.size)),
+        )
     fits = fit_wsd_curves(points)
     assert set(fits) == {3.2, 3.1}
     assert fits[3.2].b_min == pytest.approx(B_MIN_TRUE, rel=0.1)

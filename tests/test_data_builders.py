@@ -1,4 +1,5 @@
 """TFDS builders: text folders (.txt / .jsonl, hash or subfolder split), identity, load by name."""
+
 import json
 from pathlib import Path
 
@@ -24,6 +25,7 @@ class BsjaxTestNumbers(tfds.core.GeneratorBasedBuilder):
     @classmethod
     def code_path(cls):
         from etils import epath
+
         return epath.Path(__file__)
 
     def _info(self):
@@ -34,7 +36,10 @@ class BsjaxTestNumbers(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(0, 80), "validation": self._generate_examples(80, 100)}
+        return {
+            "train": self._generate_examples(0, 80),
+            "validation": self._generate_examples(80, 100),
+        }
 
     def _generate_examples(self, start, stop):
         for i in range(start, stop):
@@ -87,21 +92,33 @@ def test_txt_folder_hash_split_is_deterministic_and_complete(tmp_path):
     assert train_ids == [r for r in rels if r not in expected_val]
     assert train_texts == [(root / r).read_text() for r in train_ids]
     # A second build elsewhere makes the same split, with the same identity.
-    other = open_source(_cfg(tmp_path, source="text_folder", path=str(root), validation_fraction=0.3),
-                        tmp_path / "tfds2")
+    other = open_source(
+        _cfg(tmp_path, source="text_folder", path=str(root), validation_fraction=0.3),
+        tmp_path / "tfds2",
+    )
     assert _split_docs(other, "validation")[0] == expected_val
     assert other.identity == source.identity
     meta = source.builder.info.metadata["identity"]
-    assert meta["content_sha256"] == source.identity["content_sha256"] and meta["file_count"] == len(rels)
+    assert meta["content_sha256"] == source.identity["content_sha256"] and meta[
+        "file_count"
+    ] == len(rels)
 
 
 def test_jsonl_lines_are_documents_split_by_line(tmp_path):
     root = tmp_path / "jsonl"
     root.mkdir()
     lines = [json.dumps({"content": f"record {i} " + "z" * i, "other": i}) for i in range(40)]
-    (root / "a.jsonl").write_text("\n".join(lines[:25]) + "\n\n", encoding="utf-8")  # trailing blank line
+    (root / "a.jsonl").write_text(
+        "\n".join(lines[:25]) + "\n\n", encoding="utf-8"
+    )  # trailing blank line
     (root / "b.jsonl").write_text("\n".join(lines[25:]) + "\n", encoding="utf-8")
-    cfg = _cfg(tmp_path, source="text_folder", path=str(root), text_field="content", validation_fraction=0.25)
+    cfg = _cfg(
+        tmp_path,
+        source="text_folder",
+        path=str(root),
+        text_field="content",
+        validation_fraction=0.25,
+    )
     source = open_source(cfg, tmp_path / "tfds")
     keys = [f"a.jsonl:{i + 1}" for i in range(25)] + [f"b.jsonl:{i + 1}" for i in range(15)]
     texts = [json.loads(line)["content"] for line in lines]
@@ -131,7 +148,10 @@ def test_identity_and_dataset_dir_change_when_a_file_changes(tmp_path):
     assert second.identity["corpus"] != first.identity["corpus"]
     configs = sorted(p.name for p in (tmp_path / "tfds" / "bsjax_text_folder").iterdir())
     assert configs == sorted([before.config_name, after.config_name])
-    assert second.identity["splits"]["train"]["cache_file"] != first.identity["splits"]["train"]["cache_file"]
+    assert (
+        second.identity["splits"]["train"]["cache_file"]
+        != first.identity["splits"]["train"]["cache_file"]
+    )
 
 
 def test_train_and_validation_subfolders_are_the_splits(tmp_path):
@@ -161,13 +181,20 @@ def test_bad_folders_give_clear_errors(tmp_path):
     bad.mkdir()
     good = [json.dumps({"text": f"ok {i}"}) for i in range(30)]
     (bad / "x.jsonl").write_text("\n".join(good[:1] + ['{"body": "no text here"}'] + good[1:]))
-    with pytest.raises(DataError, match=r"text_field: x.jsonl:2 has no string field 'text' \(keys: body\)"):
+    with pytest.raises(
+        DataError, match=r"text_field: x.jsonl:2 has no string field 'text' \(keys: body\)"
+    ):
         load(_cfg(tmp_path, source="text_folder", path=str(bad), validation_fraction=0.3), CTX)
     one = tmp_path / "one"
     one.mkdir()
     (one / "only.txt").write_text("a single file always lands in one split " * 5)
-    cfg = _cfg(tmp_path, source="text_folder", path=str(one), validation_fraction=0.01,
-               data_dir=str(tmp_path / "tfds_one"))
+    cfg = _cfg(
+        tmp_path,
+        source="text_folder",
+        path=str(one),
+        validation_fraction=0.01,
+        data_dir=str(tmp_path / "tfds_one"),
+    )
     with pytest.raises(DataError, match="validation split of folder .* would have no documents"):
         load(cfg, CTX)
     assert not (tmp_path / "tfds_one").exists()  # refused before any write
@@ -176,14 +203,17 @@ def test_bad_folders_give_clear_errors(tmp_path):
 def test_text_folder_loaded_again_by_registered_name(tmp_path):
     """The prepared folder data set read back by TFDS name: same packed rows."""
     root = _write_txt_folder(tmp_path / "corpus")
-    direct = load(_cfg(tmp_path, source="text_folder", path=str(root), validation_fraction=0.3), CTX)
+    direct = load(
+        _cfg(tmp_path, source="text_folder", path=str(root), validation_fraction=0.3), CTX
+    )
     name = direct.identity["corpus"]["tfds_name"]
     by_name = load(_cfg(tmp_path, source="tfds", name=name), CTX)
     assert by_name.identity["corpus"]["source"] == "tfds"
     assert by_name.identity["corpus"]["file_format"] == "array_record"
     for role in ("train", "validation"):
-        np.testing.assert_array_equal(np.asarray(getattr(by_name, role)._rows_NL),
-                                      np.asarray(getattr(direct, role)._rows_NL))
+        np.testing.assert_array_equal(
+            np.asarray(getattr(by_name, role)._rows_NL), np.asarray(getattr(direct, role)._rows_NL)
+        )
 
 
 @pytest.mark.parametrize("file_format,random_access", [("array_record", True), ("tfrecord", False)])
@@ -191,8 +221,13 @@ def test_registered_builder_by_name(tmp_path, file_format, random_access):
     """Prepare a registered builder locally, then load it by name (data_source or tfds.load)."""
     data_dir = tmp_path / "tfds"
     BsjaxTestNumbers(data_dir=str(data_dir), file_format=file_format).download_and_prepare()
-    cfg = _cfg(tmp_path, source="tfds", name="bsjax_test_numbers", text_field="content",
-               max_validation_tokens=64)
+    cfg = _cfg(
+        tmp_path,
+        source="tfds",
+        name="bsjax_test_numbers",
+        text_field="content",
+        max_validation_tokens=64,
+    )
     source = open_source(cfg, data_dir)
     assert source.random_access is random_access
     corpus = load(cfg, CTX)
@@ -205,11 +240,18 @@ def test_registered_builder_by_name(tmp_path, file_format, random_access):
     assert val.shape == (4, CTX + 1)  # max_validation_tokens=64 -> 4 rows of 16
     np.testing.assert_array_equal(val.reshape(-1), _tokens(_numbers_docs(80, 100))[:64])
     with pytest.raises(DataError, match="text_field: .* has no feature 'text'"):
-        load(_cfg(tmp_path, source="tfds", name="bsjax_test_numbers", cache_dir=str(tmp_path / "p2")), CTX)
+        load(
+            _cfg(
+                tmp_path, source="tfds", name="bsjax_test_numbers", cache_dir=str(tmp_path / "p2")
+            ),
+            CTX,
+        )
 
 
 def test_unknown_tfds_name(tmp_path):
-    with pytest.raises(DataError, match="name: TFDS data set 'no_such_dataset_xyz' could not be found"):
+    with pytest.raises(
+        DataError, match="name: TFDS data set 'no_such_dataset_xyz' could not be found"
+    ):
         load(_cfg(tmp_path, source="tfds", name="no_such_dataset_xyz"), CTX)
 
 
@@ -224,4 +266,4 @@ def test_prepared_dir_with_other_content_is_refused(tmp_path):
     meta["identity"]["content_sha256"] = "0" * 64
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(DataError, match="holds a different corpus than its name says"):
-        open_source(cfg, tmp_path / "tfds").builder
+        _ = open_source(cfg, tmp_path / "tfds").builder

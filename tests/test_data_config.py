@@ -1,4 +1,5 @@
 """Data config: defaults validate clean; each bad key gets its own message; dir resolution."""
+
 from pathlib import Path
 
 import pytest
@@ -24,26 +25,47 @@ def test_defaults_are_valid():
     assert cfg.validation_fraction == 0.05 and cfg.max_train_tokens == 0
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    (dict(source="s3"), "data.source: unknown source 's3'; use one of embedded, text_folder, tfds"),
-    (dict(source="tfds", name=""), 'data.name: source="tfds" needs a TFDS name'),
-    (dict(source="text_folder", path=""), 'data.path: source="text_folder" needs a folder'),
-    (dict(source="text_folder", path="/no/such/folder"), "data.path: folder '/no/such/folder' does not exist"),
-    (dict(tokenizer="wordpiece"), "data.tokenizer: unknown tokenizer 'wordpiece'"),
-    (dict(tokenizer="sentencepiece", tokenizer_path=""), 'data.tokenizer_path: tokenizer="sentencepiece" needs'),
-    (dict(tokenizer="hf_json", tokenizer_path="/no/tok.json"), "data.tokenizer_path: file '/no/tok.json' does not exist"),
-    (dict(validation_fraction=0.0), "data.validation_fraction: must be a number in (0, 1), got 0.0"),
-    (dict(validation_fraction=1.5), "data.validation_fraction: must be a number in (0, 1), got 1.5"),
-    (dict(max_train_tokens=-1), "data.max_train_tokens: must be an integer >= 0"),
-    (dict(max_validation_tokens=-5), "data.max_validation_tokens: must be an integer >= 0"),
-    (dict(max_train_tokens=1.5), "data.max_train_tokens: must be an integer >= 0"),
-    (dict(shuffle_seed=-1), "data.shuffle_seed: must be an integer in [0, 2**32)"),
-    (dict(shuffle_seed=2**32), "data.shuffle_seed: must be an integer in [0, 2**32)"),
-    (dict(text_field=""), "data.text_field: must not be empty"),
-    (dict(train_split=""), "data.train_split: must not be empty"),
-    (dict(path=3), "data.path: must be a string, got 3"),
-    (dict(tokenizr="bytes"), "data.tokenizr: unknown key; known keys are"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (
+            dict(source="s3"),
+            "data.source: unknown source 's3'; use one of embedded, text_folder, tfds",
+        ),
+        (dict(source="tfds", name=""), 'data.name: source="tfds" needs a TFDS name'),
+        (dict(source="text_folder", path=""), 'data.path: source="text_folder" needs a folder'),
+        (
+            dict(source="text_folder", path="/no/such/folder"),
+            "data.path: folder '/no/such/folder' does not exist",
+        ),
+        (dict(tokenizer="wordpiece"), "data.tokenizer: unknown tokenizer 'wordpiece'"),
+        (
+            dict(tokenizer="sentencepiece", tokenizer_path=""),
+            'data.tokenizer_path: tokenizer="sentencepiece" needs',
+        ),
+        (
+            dict(tokenizer="hf_json", tokenizer_path="/no/tok.json"),
+            "data.tokenizer_path: file '/no/tok.json' does not exist",
+        ),
+        (
+            dict(validation_fraction=0.0),
+            "data.validation_fraction: must be a number in (0, 1), got 0.0",
+        ),
+        (
+            dict(validation_fraction=1.5),
+            "data.validation_fraction: must be a number in (0, 1), got 1.5",
+        ),
+        (dict(max_train_tokens=-1), "data.max_train_tokens: must be an integer >= 0"),
+        (dict(max_validation_tokens=-5), "data.max_validation_tokens: must be an integer >= 0"),
+        (dict(max_train_tokens=1.5), "data.max_train_tokens: must be an integer >= 0"),
+        (dict(shuffle_seed=-1), "data.shuffle_seed: must be an integer in [0, 2**32)"),
+        (dict(shuffle_seed=2**32), "data.shuffle_seed: must be an integer in [0, 2**32)"),
+        (dict(text_field=""), "data.text_field: must not be empty"),
+        (dict(train_split=""), "data.train_split: must not be empty"),
+        (dict(path=3), "data.path: must be a string, got 3"),
+        (dict(tokenizr="bytes"), "data.tokenizr: unknown key; known keys are"),
+    ],
+)
 def test_each_bad_key_has_one_message(overrides, expected):
     problems = validate_data_config(_cfg(**overrides))
     assert len(problems) == 1, problems
@@ -58,8 +80,13 @@ def test_missing_key_is_reported():
 
 
 def test_several_problems_reported_at_once_and_load_raises_before_any_write(tmp_path):
-    cfg = _cfg(source="text_folder", path=str(tmp_path / "absent"), validation_fraction=2.0,
-               data_dir=str(tmp_path / "tfds"), cache_dir=str(tmp_path / "packed"))
+    cfg = _cfg(
+        source="text_folder",
+        path=str(tmp_path / "absent"),
+        validation_fraction=2.0,
+        data_dir=str(tmp_path / "tfds"),
+        cache_dir=str(tmp_path / "packed"),
+    )
     assert len(validate_data_config(cfg)) == 2
     with pytest.raises(DataError) as err:
         load(cfg, ctx_len=0)

@@ -1,4 +1,5 @@
 """The embedded corpus (the interpreter's stdlib) builds, packs exactly, is reused, and reports its identity."""
+
 import hashlib
 import json
 import os
@@ -21,7 +22,9 @@ def _stdlib_files():
     rels = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in EXCLUDED]
-        rels += [(Path(dirpath) / f).relative_to(root).as_posix() for f in filenames if f.endswith(".py")]
+        rels += [
+            (Path(dirpath) / f).relative_to(root).as_posix() for f in filenames if f.endswith(".py")
+        ]
     return root, sorted(rels)
 
 
@@ -49,11 +52,21 @@ def test_embedded_corpus_builds_packs_and_is_reused(tmp_path):
 
     # Packed train rows are the byte stream of the train files, in sorted order, EOS after each.
     train_rels = [r for r in rels if hash_split(r, 0.05) == "train"]
-    assert ident["split_documents"] == {"train": len(train_rels), "validation": len(rels) - len(train_rels)}
-    stream_T = np.concatenate([
-        np.append(np.frombuffer((root / r).read_bytes().decode("utf-8", "replace").encode(), np.uint8), 256)
-        for r in train_rels
-    ])
+    assert ident["split_documents"] == {
+        "train": len(train_rels),
+        "validation": len(rels) - len(train_rels),
+    }
+    stream_T = np.concatenate(
+        [
+            np.append(
+                np.frombuffer(
+                    (root / r).read_bytes().decode("utf-8", "replace").encode(), np.uint8
+                ),
+                256,
+            )
+            for r in train_rels
+        ]
+    )
     rows_NL = np.asarray(corpus.train._rows_NL)
     assert rows_NL.shape == (stream_T.size // 513, 513)
     np.testing.assert_array_equal(rows_NL.reshape(-1), stream_T[: rows_NL.size])

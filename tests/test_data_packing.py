@@ -1,4 +1,5 @@
 """Packing: exact concatenation with EOS, max_tokens, dtype, atomic and reused cache."""
+
 import json
 
 import numpy as np
@@ -15,8 +16,13 @@ def _stream(docs, tok):
 
 
 def _key(split="train", ctx_len=15, max_tokens=0, corpus_sha="abc"):
-    return cache_key({"source": "test", "content_sha256": corpus_sha}, ByteTokenizer().identity(),
-                     ctx_len, split, max_tokens)
+    return cache_key(
+        {"source": "test", "content_sha256": corpus_sha},
+        ByteTokenizer().identity(),
+        ctx_len,
+        split,
+        max_tokens,
+    )
 
 
 class CountingDocs:
@@ -43,7 +49,9 @@ def test_packed_tokens_are_the_document_stream_prefix(tmp_path, seq_len):
     n = stream_T.size // seq_len
     assert rows_NL.shape == (n, seq_len) and rows_NL.dtype == np.uint16
     np.testing.assert_array_equal(rows_NL.reshape(-1), stream_T[: n * seq_len])
-    assert stats["num_sequences"] == n and stats["dropped_tail_tokens"] == stream_T.size - n * seq_len
+    assert (
+        stats["num_sequences"] == n and stats["dropped_tail_tokens"] == stream_T.size - n * seq_len
+    )
     assert (rows_NL == tok.eos_id).sum() == (stream_T[: n * seq_len] == tok.eos_id).sum() > 0
 
 
@@ -86,9 +94,16 @@ def test_cache_is_reused_and_keyed(tmp_path):
     np.testing.assert_array_equal(np.asarray(first.tokens_NL), np.asarray(again.tokens_NL))
     assert isinstance(again.tokens_NL, np.memmap)
     meta = json.loads(first.path.with_suffix(".json").read_text())
-    assert meta["key"]["ctx_len"] == 15 and meta["stats"]["num_sequences"] == first.tokens_NL.shape[0]
+    assert (
+        meta["key"]["ctx_len"] == 15 and meta["stats"]["num_sequences"] == first.tokens_NL.shape[0]
+    )
     # Anything in the key gives its own cache entry.
-    for other in (_key(split="validation"), _key(ctx_len=7), _key(max_tokens=64), _key(corpus_sha="abd")):
+    for other in (
+        _key(split="validation"),
+        _key(ctx_len=7),
+        _key(max_tokens=64),
+        _key(corpus_sha="abd"),
+    ):
         assert load_or_pack(tmp_path, other, docs, tok, other["max_tokens"]).built
     assert docs.opened == 5
 
@@ -102,5 +117,6 @@ def test_killed_build_leaves_no_cache_and_next_build_completes(tmp_path):
     good = CountingDocs(DOCS)
     packed = load_or_pack(tmp_path, _key(), good, tok, 0)
     assert packed.built and good.opened == 1
-    np.testing.assert_array_equal(np.asarray(packed.tokens_NL).reshape(-1),
-                                  _stream(DOCS, tok)[: packed.tokens_NL.size])
+    np.testing.assert_array_equal(
+        np.asarray(packed.tokens_NL).reshape(-1), _stream(DOCS, tok)[: packed.tokens_NL.size]
+    )

@@ -1,4 +1,5 @@
 """Example stream: exact epochs, per-epoch reshuffle, determinism, exact random-access reads."""
+
 import grain
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a[:N], c)
     # Seed k's second epoch is not seed k+1's first (grain alone would make them equal).
-    assert not np.array_equal(a[N:2 * N], c)
+    assert not np.array_equal(a[N : 2 * N], c)
 
 
 def test_order_is_grains_per_epoch_shuffle(stream):
@@ -88,5 +89,7 @@ def test_validation_batches_are_the_first_rows_unshuffled():
     batches = stream.validation_batches(4, 8)
     assert batches.shape == (4, 8, L) and batches.dtype == np.int32
     np.testing.assert_array_equal(batches.reshape(-1, L), _rows()[:32].astype(np.int32))
-    with pytest.raises(DataError, match="need 40 validation sequences but the validation split has 37"):
+    with pytest.raises(
+        DataError, match="need 40 validation sequences but the validation split has 37"
+    ):
         stream.validation_batches(5, 8)

@@ -1,4 +1,5 @@
 """Tokenizers: byte round trip, real SentencePiece / tokenizer.json models trained here, errors."""
+
 import numpy as np
 import pytest
 
@@ -33,23 +34,33 @@ def sp_model(corpus_file):
 
     prefix = corpus_file.parent / "sp"
     spm.SentencePieceTrainer.train(
-        input=str(corpus_file), model_prefix=str(prefix), vocab_size=80,
-        model_type="bpe", character_coverage=1.0,
-        eos_id=2, bos_id=1, unk_id=0, pad_id=-1, minloglevel=2,
+        input=str(corpus_file),
+        model_prefix=str(prefix),
+        vocab_size=80,
+        model_type="bpe",
+        character_coverage=1.0,
+        eos_id=2,
+        bos_id=1,
+        unk_id=0,
+        pad_id=-1,
+        minloglevel=2,
     )
     return prefix.with_suffix(".model")
 
 
 @pytest.fixture(scope="module")
 def hf_json(corpus_file):
-    from tokenizers import Tokenizer as HFTok, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     tok = HFTok(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train([str(corpus_file)], trainer)
     path = corpus_file.parent / "tokenizer.json"
@@ -107,7 +118,9 @@ def test_hf_json_without_eos_token_is_a_clear_error(hf_json):
 def test_unknown_kind_and_missing_files(tmp_path):
     with pytest.raises(DataError, match="tokenizer: unknown tokenizer 'gpt'"):
         make_tokenizer("gpt", "")
-    with pytest.raises(DataError, match="tokenizer_path: sentencepiece model file .* does not exist"):
+    with pytest.raises(
+        DataError, match="tokenizer_path: sentencepiece model file .* does not exist"
+    ):
         make_tokenizer("sentencepiece", str(tmp_path / "nope.model"))
     with pytest.raises(DataError, match='tokenizer_path: tokenizer "hf_json" needs the path'):
         make_tokenizer("hf_json", "")

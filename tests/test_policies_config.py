@@ -1,4 +1,5 @@
 """The batch.policy section: validation, the plan, off-bucket requests, resume mid-decision."""
+
 import dataclasses
 import json
 import math
@@ -6,11 +7,24 @@ import re
 
 import pytest
 
-from bsjax.batching import (BatchConfigError, OffBucketWarning, ScheduledPolicy,
-                            default_batch_config, plan_from_config, validate_batch_config)
-from bsjax.batching.policies import (POLICY_NAMES, LossTargetPolicy, NoiseScalePolicy,
-                                     ProbePolicy, SeesawPolicy, TablePolicy, policy_from_config,
-                                     validate_policy_config)
+from bsjax.batching import (
+    BatchConfigError,
+    OffBucketWarning,
+    ScheduledPolicy,
+    default_batch_config,
+    plan_from_config,
+    validate_batch_config,
+)
+from bsjax.batching.policies import (
+    POLICY_NAMES,
+    LossTargetPolicy,
+    NoiseScalePolicy,
+    ProbePolicy,
+    SeesawPolicy,
+    TablePolicy,
+    policy_from_config,
+    validate_policy_config,
+)
 from bsjax.optim import LRSchedule
 
 CTX = 128
@@ -46,9 +60,16 @@ def test_default_section_is_the_fixed_schedule():
     assert validate_policy_config(cfg, CTX, SHARDS) == []
 
 
-@pytest.mark.parametrize("name,kind", [
-    ("noise_scale", NoiseScalePolicy), ("probe", ProbePolicy), ("wsd_es", LossTargetPolicy),
-    ("fsl", TablePolicy), ("seesaw", SeesawPolicy)])
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("noise_scale", NoiseScalePolicy),
+        ("probe", ProbePolicy),
+        ("wsd_es", LossTargetPolicy),
+        ("fsl", TablePolicy),
+        ("seesaw", SeesawPolicy),
+    ],
+)
 def test_each_policy_validates_and_builds_into_a_plan(name, kind):
     cfg = _cfg(name)
     assert validate_batch_config(cfg, CTX, SHARDS, lr_schedule=COSINE) == []
@@ -60,29 +81,68 @@ def test_each_policy_validates_and_builds_into_a_plan(name, kind):
     json.dumps(plan.policy.state_dict())
 
 
-@pytest.mark.parametrize("name,overrides,message", [
-    ("bogus", {}, "batch.policy.name: unknown policy 'bogus'; expected one of schedule, "),
-    ("noise_scale", dict(extra=1), "batch.policy.extra: unknown key"),
-    ("noise_scale", dict(noise_scale__speed=1.0), "batch.policy.noise_scale.speed: unknown key"),
-    ("noise_scale", dict(sizes="64 128 x"), "batch.policy.sizes: cannot read 'x'"),
-    ("noise_scale", dict(sizes="128 256"), "batch.policy.sizes: .* must include the start size "
-                                           "batch.batch_size=64"),
-    ("noise_scale", dict(max_batch_size=32), "batch.policy.max_batch_size=32 is below the start"),
-    ("noise_scale", dict(noise_scale__ema=1.0),
-     r"batch.policy.noise_scale: .*ema decay must be in \[0, 1\)"),
-    ("probe", dict(probe__factors="1 3 2"), "batch.policy.probe: factors must be increasing"),
-    ("probe", dict(probe__every_tokens="0"), "batch.policy.probe.every_tokens must be positive"),
-    ("probe", dict(probe__eps_mode="ratio"), "batch.policy.probe: eps_mode: unknown mode 'ratio'"),
-    ("probe", dict(max_batch_size=1024), "batch.policy.max_batch_size \\(policy 'probe'\\): batch "
-                                         "size 2048 fits no shape bucket.*max_accum_steps=32"),
-    ("wsd_es", dict(wsd_es__targets="4.0:64 3.5:100"),
-     "batch.policy.wsd_es.targets: batch size 100 fits no shape bucket.*nearest sizes that fit: "
-     "96 or 104"),
-    ("wsd_es", dict(wsd_es__loss_key="val"), "batch.policy.wsd_es: loss_key: unknown key 'val'"),
-    ("fsl", dict(fsl__budget_examples="lots"),
-     "batch.policy.fsl.budget_examples: cannot read 'lots'"),
-    ("noise_scale", dict(micro=16), "batch sizes \\[64, 128\\] run as one micro-step"),
-])
+@pytest.mark.parametrize(
+    "name,overrides,message",
+    [
+        ("bogus", {}, "batch.policy.name: unknown policy 'bogus'; expected one of schedule, "),
+        ("noise_scale", dict(extra=1), "batch.policy.extra: unknown key"),
+        (
+            "noise_scale",
+            dict(noise_scale__speed=1.0),
+            "batch.policy.noise_scale.speed: unknown key",
+        ),
+        ("noise_scale", dict(sizes="64 128 x"), "batch.policy.sizes: cannot read 'x'"),
+        (
+            "noise_scale",
+            dict(sizes="128 256"),
+            "batch.policy.sizes: .* must include the start size batch.batch_size=64",
+        ),
+        (
+            "noise_scale",
+            dict(max_batch_size=32),
+            "batch.policy.max_batch_size=32 is below the start",
+        ),
+        (
+            "noise_scale",
+            dict(noise_scale__ema=1.0),
+            r"batch.policy.noise_scale: .*ema decay must be in \[0, 1\)",
+        ),
+        ("probe", dict(probe__factors="1 3 2"), "batch.policy.probe: factors must be increasing"),
+        (
+            "probe",
+            dict(probe__every_tokens="0"),
+            "batch.policy.probe.every_tokens must be positive",
+        ),
+        (
+            "probe",
+            dict(probe__eps_mode="ratio"),
+            "batch.policy.probe: eps_mode: unknown mode 'ratio'",
+        ),
+        (
+            "probe",
+            dict(max_batch_size=1024),
+            "batch.policy.max_batch_size \\(policy 'probe'\\): batch "
+            "size 2048 fits no shape bucket.*max_accum_steps=32",
+        ),
+        (
+            "wsd_es",
+            dict(wsd_es__targets="4.0:64 3.5:100"),
+            "batch.policy.wsd_es.targets: batch size 100 fits no shape bucket.*nearest sizes that fit: "
+            "96 or 104",
+        ),
+        (
+            "wsd_es",
+            dict(wsd_es__loss_key="val"),
+            "batch.policy.wsd_es: loss_key: unknown key 'val'",
+        ),
+        (
+            "fsl",
+            dict(fsl__budget_examples="lots"),
+            "batch.policy.fsl.budget_examples: cannot read 'lots'",
+        ),
+        ("noise_scale", dict(micro=16), "batch sizes \\[64, 128\\] run as one micro-step"),
+    ],
+)
 def test_each_problem_gets_one_clear_message_naming_its_key(name, overrides, message):
     micro = overrides.pop("micro", None)
     cfg = _cfg(name, **overrides)
@@ -112,11 +172,22 @@ def test_a_request_without_a_bucket_is_rounded_with_a_warning_or_refused(mode):
     cfg.off_bucket = mode
     plan = plan_from_config(cfg, CTX, SHARDS)
     # A policy handed a finer ladder than the plan compiled asks for 192.
-    rogue = NoiseScalePolicy(plan.policy.ladder.__class__([64, 128, 192, 256]), 64, ema=0.0,
-                             decide_every=1, warmup_steps=1, patience=1)
+    rogue = NoiseScalePolicy(
+        plan.policy.ladder.__class__([64, 128, 192, 256]),
+        64,
+        ema=0.0,
+        decide_every=1,
+        warmup_steps=1,
+        patience=1,
+    )
     plan = dataclasses.replace(plan, policy=rogue)
-    metrics = dict(step=0, grad_sq=1.0 + 180.0 / 32, micro_grad_sq=1.0 + 180.0 / 8,
-                   micro_batch_size=8, accum_steps=4)
+    metrics = dict(
+        step=0,
+        grad_sq=1.0 + 180.0 / 32,
+        micro_grad_sq=1.0 + 180.0 / 8,
+        micro_batch_size=8,
+        accum_steps=4,
+    )
     decision = plan.policy.maybe_decide(1, 0, 64, metrics)
     assert decision.batch_size == 192
     if mode == "round":
@@ -124,8 +195,11 @@ def test_a_request_without_a_bucket_is_rounded_with_a_warning_or_refused(mode):
         with pytest.warns(OffBucketWarning, match=message):
             assert plan.resolve(decision.batch_size) == 128
     else:
-        with pytest.raises(BatchConfigError, match=r"batch size 192 has no compiled bucket "
-                                                   r"\(off_bucket='error'\).*nearest: 128 or 256"):
+        with pytest.raises(
+            BatchConfigError,
+            match=r"batch size 192 has no compiled bucket "
+            r"\(off_bucket='error'\).*nearest: 128 or 256",
+        ):
             plan.resolve(decision.batch_size)
 
 
@@ -139,8 +213,14 @@ def _metrics(step):
     """A scripted stream: loss falls, the noise scale grows."""
     b_noise = 40.0 * 2 ** (step / 70)
     M, K = 8, 4
-    return dict(step=step, loss=3.0 + 2.0 * math.exp(-step / 60), grad_sq=1.0 + b_noise / (M * K),
-                micro_grad_sq=1.0 + b_noise / M, micro_batch_size=M, accum_steps=K)
+    return dict(
+        step=step,
+        loss=3.0 + 2.0 * math.exp(-step / 60),
+        grad_sq=1.0 + b_noise / (M * K),
+        micro_grad_sq=1.0 + b_noise / M,
+        micro_batch_size=M,
+        accum_steps=K,
+    )
 
 
 def _build(name):

@@ -1,4 +1,5 @@
 """FSL late switch: the loss model against quadrature, the optimiser, the schedule it runs."""
+
 import math
 
 import numpy as np
@@ -6,16 +7,25 @@ import pytest
 from scipy import integrate
 
 from bsjax.batching import BatchConfigError, default_batch_config
-from bsjax.batching.policies import (fsl_loss, fsl_policy, optimal_switch_points,
-                                     policy_from_config, switch_fraction_exponent, task_is_hard)
+from bsjax.batching.policies import (
+    fsl_loss,
+    fsl_policy,
+    optimal_switch_points,
+    policy_from_config,
+    switch_fraction_exponent,
+    task_is_hard,
+)
 
 
 def _direct_two_phase_loss(P, D, B1, B2, s, beta, sigma2, lr):
-    """NOTES section 4's FSL written out with scipy quadrature, for one switch at P examples."""
+    """docs/science.md section 4's FSL written out with scipy quadrature, for one switch at P examples."""
     gamma = 2 - 1 / beta
     t1 = lr * P / B1
     T = t1 + lr * (D - P) / B2
-    integrand = lambda z: (1 + T - z) ** -gamma * ((1 + z) ** -s + sigma2)
+
+    def integrand(z):
+        return (1 + T - z) ** -gamma * ((1 + z) ** -s + sigma2)
+
     opts = dict(limit=400, epsabs=0, epsrel=1e-10)
     first = integrate.quad(integrand, 0, t1, points=[min(1.0, t1)], **opts)[0]
     second = integrate.quad(integrand, t1, T, points=[max(T - 1.0, t1)], **opts)[0]
@@ -41,8 +51,10 @@ def test_two_phase_optimum_matches_a_dense_brute_force_search():
 def test_hard_task_switches_late_and_ever_later_at_the_predicted_rate():
     s, beta = 0.2, 2.0  # hard: s < 1 - 1/beta = 0.5
     assert task_is_hard(s, beta)
-    fractions = {D: optimal_switch_points([64, 512], D, s=s, beta=beta).remaining_fraction
-                 for D in (10**7, 10**8)}
+    fractions = {
+        D: optimal_switch_points([64, 512], D, s=s, beta=beta).remaining_fraction
+        for D in (10**7, 10**8)
+    }
     assert fractions[10**7] < 0.05  # most of the data at the small batch
     measured = math.log10(fractions[10**8] / fractions[10**7])
     assert measured == pytest.approx(switch_fraction_exponent(s, beta), abs=0.03)  # -0.2
@@ -80,7 +92,7 @@ def test_policy_runs_the_solution_as_a_table_with_reason_fsl():
             batch = decision.batch_size
         examples += batch
         step += 1
-    (at, decision), = switches
+    ((at, decision),) = switches
     assert decision.reason == "fsl" and decision.batch_size == 512
     assert round(P) <= at < round(P) + 64
     assert decision.measured["hard_task"] == 1.0
@@ -88,13 +100,16 @@ def test_policy_runs_the_solution_as_a_table_with_reason_fsl():
     assert decision.measured["predicted_fraction_exponent"] == pytest.approx(-0.2)
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(beta=1.0), r"beta \(capacity exponent\) must be > 1"),
-    (dict(s=0.0), r"s \(source exponent\) must be > 0"),
-    (dict(sigma2=-1.0), "sigma2 .* must be >= 0"),
-    (dict(budget=100), "budget of 100 examples is smaller than the largest batch 512"),
-    (dict(sizes=[512, 64]), "need at least two increasing positive batch sizes"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(beta=1.0), r"beta \(capacity exponent\) must be > 1"),
+        (dict(s=0.0), r"s \(source exponent\) must be > 0"),
+        (dict(sigma2=-1.0), "sigma2 .* must be >= 0"),
+        (dict(budget=100), "budget of 100 examples is smaller than the largest batch 512"),
+        (dict(sizes=[512, 64]), "need at least two increasing positive batch sizes"),
+    ],
+)
 def test_bad_parameters_get_a_clear_error(kw, message):
     args = dict(sizes=[64, 512], budget=10**6, s=0.2, beta=2.0, sigma2=1.0)
     args.update(kw)
@@ -117,19 +132,27 @@ def test_config_section_names_the_key_at_fault():
         policy_from_config(cfg, ctx_len=128)
 
 
-@pytest.mark.parametrize("s,beta,D,sizes", [
-    (0.2, 2.0, 10**6, (64, 512)), (0.8, 2.0, 10**6, (64, 512)), (0.3, 2.5, 10**8, (32, 1024))])
+@pytest.mark.parametrize(
+    "s,beta,D,sizes",
+    [(0.2, 2.0, 10**6, (64, 512)), (0.8, 2.0, 10**6, (64, 512)), (0.3, 2.5, 10**8, (32, 1024))],
+)
 def test_own_optimiser_agrees_with_the_theory_labs_two_phase_switch(s, beta, D, sizes):
     """Two independent implementations (pure numpy here, bsjax.theory's quadrature) of one model."""
     theory_fsl = pytest.importorskip("bsjax.theory.fsl")
     theory_optimal = pytest.importorskip("bsjax.theory.optimal")
     ours = optimal_switch_points(list(sizes), D, s=s, beta=beta, sigma2=1.0, lr=0.5)
-    theirs = theory_optimal.optimal_switch(theory_fsl.FSL(s=s, beta=beta, noise=1.0), lr=0.5,
-                                           batch1=sizes[0], batch2=sizes[1], data_size=D)
+    theirs = theory_optimal.optimal_switch(
+        theory_fsl.FSL(s=s, beta=beta, noise=1.0),
+        lr=0.5,
+        batch1=sizes[0],
+        batch2=sizes[1],
+        data_size=D,
+    )
     assert ours.switch_examples[0] == pytest.approx(theirs.switch_examples, rel=1e-6)
     assert ours.loss == pytest.approx(theirs.loss, rel=1e-6)
-    assert ours.constant_losses == pytest.approx((theirs.loss_constant_small,
-                                                  theirs.loss_constant_large), rel=1e-6)
+    assert ours.constant_losses == pytest.approx(
+        (theirs.loss_constant_small, theirs.loss_constant_large), rel=1e-6
+    )
     # The policy's two-phase table comes from the theory lab's optimiser.
     policy = fsl_policy(list(sizes), D, ctx_len=128, s=s, beta=beta)
     assert policy.solution.switch_examples[0] == pytest.approx(theirs.switch_examples, rel=1e-12)

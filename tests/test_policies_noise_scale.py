@@ -1,4 +1,5 @@
 """Gradient noise scale: the in-step estimator against known gradient noise, and the policy."""
+
 import json
 import math
 
@@ -6,8 +7,14 @@ import numpy as np
 import pytest
 
 from bsjax.batching import Bucket, default_batch_config
-from bsjax.batching.policies import (Ladder, NoiseScaleEMA, NoiseScalePolicy, NoiseScaleWarning,
-                                     noise_scale_estimate, validate_policy_config)
+from bsjax.batching.policies import (
+    Ladder,
+    NoiseScaleEMA,
+    NoiseScalePolicy,
+    NoiseScaleWarning,
+    noise_scale_estimate,
+    validate_policy_config,
+)
 
 
 def _expected_norms(g_sq, trace_sigma, M, K):
@@ -44,8 +51,11 @@ def test_ema_estimate_converges_to_the_true_and_directly_computed_noise_scale():
         g_KMD = G_D + rng.normal(size=(K, M, d)) * np.sqrt(var_D)
         micro_KD = g_KMD.mean(axis=1)
         mean_D = micro_KD.mean(axis=0)
-        ema.update(*noise_scale_estimate(float(mean_D @ mean_D),
-                                         float((micro_KD ** 2).sum(axis=1).mean()), M, K * M))
+        ema.update(
+            *noise_scale_estimate(
+                float(mean_D @ mean_D), float((micro_KD**2).sum(axis=1).mean()), M, K * M
+            )
+        )
         samples.append(g_KMD.reshape(-1, d))
     all_ND = np.concatenate(samples)
     direct = np.trace(np.cov(all_ND.T)) / float(all_ND.mean(axis=0) @ all_ND.mean(axis=0))
@@ -57,16 +67,23 @@ def test_ema_estimate_converges_to_the_true_and_directly_computed_noise_scale():
 
 def _metrics(step, b_noise, M=8, K=4, g_sq=1.0):
     grad_sq, micro_grad_sq = _expected_norms(g_sq, b_noise * g_sq, M, K)
-    return {"step": step, "loss": 3.0, "grad_sq": grad_sq, "micro_grad_sq": micro_grad_sq,
-            "micro_batch_size": M, "accum_steps": K}
+    return {
+        "step": step,
+        "loss": 3.0,
+        "grad_sq": grad_sq,
+        "micro_grad_sq": micro_grad_sq,
+        "micro_batch_size": M,
+        "accum_steps": K,
+    }
 
 
 def _drive(policy, b_noise_at, num_steps, start=0, batch_size=None, switches=None):
     batch_size = policy.initial_batch_size() if batch_size is None else batch_size
     switches = [] if switches is None else switches
     for step in range(start, num_steps):
-        decision = policy.maybe_decide(step, step * 1000, batch_size,
-                                       _metrics(step - 1, b_noise_at(step)) if step else {})
+        decision = policy.maybe_decide(
+            step, step * 1000, batch_size, _metrics(step - 1, b_noise_at(step)) if step else {}
+        )
         if decision is not None:
             switches.append((step, decision))
             batch_size = decision.batch_size
@@ -75,9 +92,20 @@ def _drive(policy, b_noise_at, num_steps, start=0, batch_size=None, switches=Non
 
 def test_policy_follows_a_growing_noise_scale_up_the_ladder():
     ladder = Ladder([64, 128, 256, 512, 1024])
-    policy = NoiseScalePolicy(ladder, 64, multiple=2.0, ema=0.9, decide_every=5, warmup_steps=10,
-                              hysteresis=0.25, patience=2)
-    b_noise = lambda step: 30.0 * 2 ** (step / 60)  # doubles every 60 steps
+    policy = NoiseScalePolicy(
+        ladder,
+        64,
+        multiple=2.0,
+        ema=0.9,
+        decide_every=5,
+        warmup_steps=10,
+        hysteresis=0.25,
+        patience=2,
+    )
+
+    def b_noise(step):
+        return 30.0 * 2 ** (step / 60)  # doubles every 60 steps
+
     switches, final = _drive(policy, b_noise, 400)
     sizes = [d.batch_size for _, d in switches]
     assert sizes == [128, 256, 512, 1024]
@@ -96,19 +124,44 @@ def test_policy_follows_a_growing_noise_scale_up_the_ladder():
 
 def test_hysteresis_keeps_a_wobbling_target_from_flapping():
     # Target wobbles +-15 % around the geometric midpoint of 64 and 128 (about 90.5).
-    wobble = lambda step: 90.5 * (1.15 if (step // 10) % 2 else 0.87)
-    calm = NoiseScalePolicy(Ladder([64, 128, 256]), 64, ema=0.0, decide_every=1, warmup_steps=1,
-                            hysteresis=0.25, patience=1, allow_decrease=True)
+    def wobble(step):
+        return 90.5 * (1.15 if (step // 10) % 2 else 0.87)
+
+    calm = NoiseScalePolicy(
+        Ladder([64, 128, 256]),
+        64,
+        ema=0.0,
+        decide_every=1,
+        warmup_steps=1,
+        hysteresis=0.25,
+        patience=1,
+        allow_decrease=True,
+    )
     assert _drive(calm, wobble, 200)[0] == []
-    jumpy = NoiseScalePolicy(Ladder([64, 128, 256]), 64, ema=0.0, decide_every=1, warmup_steps=1,
-                             hysteresis=0.0, patience=1, allow_decrease=True)
+    jumpy = NoiseScalePolicy(
+        Ladder([64, 128, 256]),
+        64,
+        ema=0.0,
+        decide_every=1,
+        warmup_steps=1,
+        hysteresis=0.0,
+        patience=1,
+        allow_decrease=True,
+    )
     flips = [d.batch_size for _, d in _drive(jumpy, wobble, 200)[0]]
     assert len(flips) > 10 and set(flips) == {64, 128}
 
 
 def test_patience_needs_the_same_proposal_in_a_row_and_decrease_needs_permission():
-    policy = NoiseScalePolicy(Ladder([64, 128, 256]), 128, ema=0.0, decide_every=1,
-                              warmup_steps=1, hysteresis=0.1, patience=3)
+    policy = NoiseScalePolicy(
+        Ladder([64, 128, 256]),
+        128,
+        ema=0.0,
+        decide_every=1,
+        warmup_steps=1,
+        hysteresis=0.1,
+        patience=3,
+    )
     switches, _ = _drive(policy, lambda step: 20.0, 50, batch_size=128)
     assert switches == []  # the target asks for 64 but decreases are off
     policy.allow_decrease = True
@@ -133,8 +186,13 @@ def test_single_micro_step_is_skipped_with_one_warning():
 
 
 def test_bucket_shape_is_used_when_the_metrics_do_not_say():
-    policy = NoiseScalePolicy(Ladder([64, 128]), 64, ema=0.0, warmup_steps=0,
-                              buckets={64: Bucket(K=4, M=16), 128: Bucket(K=8, M=16)})
+    policy = NoiseScalePolicy(
+        Ladder([64, 128]),
+        64,
+        ema=0.0,
+        warmup_steps=0,
+        buckets={64: Bucket(K=4, M=16), 128: Bucket(K=8, M=16)},
+    )
     metrics = _metrics(1, 80.0, M=16, K=4)
     del metrics["micro_batch_size"], metrics["accum_steps"]
     policy.decide(2, 0, 64, metrics)
@@ -154,13 +212,15 @@ def test_config_refuses_sizes_that_run_as_one_micro_step():
 
 
 def test_state_round_trips_through_json():
-    policy = NoiseScalePolicy(Ladder([64, 128, 256]), 64, ema=0.9, decide_every=1,
-                              warmup_steps=3, patience=3)
+    policy = NoiseScalePolicy(
+        Ladder([64, 128, 256]), 64, ema=0.9, decide_every=1, warmup_steps=3, patience=3
+    )
     _drive(policy, lambda step: 200.0, 5)
     state = json.loads(json.dumps(policy.state_dict()))
     assert state["pending_count"] >= 1  # mid-decision: a move is proposed but not yet made
-    restored = NoiseScalePolicy(Ladder([64, 128, 256]), 64, ema=0.9, decide_every=1,
-                                warmup_steps=3, patience=3)
+    restored = NoiseScalePolicy(
+        Ladder([64, 128, 256]), 64, ema=0.9, decide_every=1, warmup_steps=3, patience=3
+    )
     restored.load_state_dict(state)
     assert restored.state_dict() == policy.state_dict()
     assert restored.ema.b_simple == policy.ema.b_simple

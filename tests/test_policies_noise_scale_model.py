@@ -8,6 +8,7 @@ squared norms (``grad_sq``, ``micro_grad_sq``) through ``noise_scale_estimate``
 must then agree with tr(Sigma) / |G|^2 computed directly from the per-example
 gradients of the whole pool. (LR is an input of the step: one executable.)
 """
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,8 +35,9 @@ def _pool_tokens(rng):
 
 
 def _optim_config():
-    return ml_collections.ConfigDict(dict(lr=0.0, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0,
-                                          clip_norm=1.0))
+    return ml_collections.ConfigDict(
+        dict(lr=0.0, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
+    )
 
 
 @pytest.mark.slow
@@ -47,8 +49,10 @@ def test_in_step_estimate_matches_per_example_gradients_of_the_real_model():
     fns = step_lib.build(model_cfg, _optim_config(), mesh)
     with jax.set_mesh(mesh):
         train_step = fns.train_step.lower(
-            fns.abstract_state, jax.ShapeDtypeStruct((K, M, CTX + 1), jnp.int32),
-            step_lib.hparams_array(0.0, 0.99, 0.0)).compile()
+            fns.abstract_state,
+            jax.ShapeDtypeStruct((K, M, CTX + 1), jnp.int32),
+            step_lib.hparams_array(0.0, 0.99, 0.0),
+        ).compile()
         sharding = mesh_lib.batch_sharding(mesh)
 
         def run(state, lr, steps):
@@ -66,9 +70,12 @@ def test_in_step_estimate_matches_per_example_gradients_of_the_real_model():
 
         # Direct: per-example gradients of the whole pool (the population).
         def example_grad(tokens_T):
-            loss = lambda p: step_lib.next_token_loss(fns.graphdef, p, tokens_T[None])
+            def loss(p):
+                return step_lib.next_token_loss(fns.graphdef, p, tokens_T[None])
+
             grads = jax.grad(loss)(params)
             return jnp.concatenate([g.reshape(-1) for g in jax.tree.leaves(grads)])
+
         grads_NP = np.asarray(jax.jit(jax.vmap(example_grad))(jnp.asarray(tokens_NT)), np.float64)
         mean_P = grads_NP.mean(axis=0)
         trace_sigma = float(((grads_NP - mean_P) ** 2).sum(axis=1).mean())

@@ -1,12 +1,18 @@
 """Branched CBS probe: the k* rule, decisions on a scripted prober, branch accounting."""
+
 import json
 import math
 
 import pytest
 
 from bsjax.batching import BatchConfigError
-from bsjax.batching.policies import (Ladder, Prober, ProberMissingError, ProbePolicy,
-                                     measured_cbs_factor)
+from bsjax.batching.policies import (
+    Ladder,
+    ProbePolicy,
+    Prober,
+    ProberMissingError,
+    measured_cbs_factor,
+)
 
 CTX = 128
 
@@ -19,16 +25,30 @@ class ScriptedProber:
         self.calls = []
 
     def probe(self, step, batch_size, factors, lr_multipliers, tokens):
-        self.calls.append(dict(step=step, batch_size=batch_size, factors=list(factors),
-                               lr_multipliers=list(lr_multipliers), tokens=tokens))
+        self.calls.append(
+            dict(
+                step=step,
+                batch_size=batch_size,
+                factors=list(factors),
+                lr_multipliers=list(lr_multipliers),
+                tokens=tokens,
+            )
+        )
         cbs = self.cbs_at(step)
         return {k: 3.0 + 0.1 * max(0.0, math.log2(k * batch_size / cbs)) for k in factors}
 
 
 def _policy(**kw):
-    args = dict(ctx_len=CTX, factors=[1, 2, 4], probe_tokens=64 * CTX * 8,
-                every_tokens=64 * CTX * 50, eps=0.01, eps_mode="relative", cbs_over=2.0,
-                lr_rule="sqrt")
+    args = dict(
+        ctx_len=CTX,
+        factors=[1, 2, 4],
+        probe_tokens=64 * CTX * 8,
+        every_tokens=64 * CTX * 50,
+        eps=0.01,
+        eps_mode="relative",
+        cbs_over=2.0,
+        lr_rule="sqrt",
+    )
     args.update(kw)
     return ProbePolicy(Ladder([64, 128, 256, 512]), 64, **args)
 
@@ -56,7 +76,9 @@ def test_k_star_is_the_largest_factor_within_eps_of_the_smaller_ones():
 
 def test_doubles_only_when_the_probe_measures_more_than_twice_the_batch():
     # True CBS: 100 until step 120, 400 until step 300, then 5000.
-    cbs_at = lambda step: 100.0 if step < 120 else (400.0 if step < 300 else 5000.0)
+    def cbs_at(step):
+        return 100.0 if step < 120 else (400.0 if step < 300 else 5000.0)
+
     prober = ScriptedProber(cbs_at)
     policy = _policy()
     assert isinstance(prober, Prober)
@@ -71,7 +93,7 @@ def test_doubles_only_when_the_probe_measures_more_than_twice_the_batch():
     # then 128 -> 256 needs CBS > 256 at B=128: 4 x 128 = 512 > 400 * 1.23, so k*=2: hold.
     assert [b for _, b in sizes] == [128, 256, 512]
     assert all(s >= 120 for s, _ in sizes[:1]) and all(s >= 300 for s, _ in sizes[1:])
-    for _, tokens, d in switches:
+    for _, _tokens, d in switches:
         assert d.reason == "probe"
         assert d.measured["cbs"] > 2 * d.measured["from_batch_size"]
         assert {"loss_k1", "loss_k2", "loss_k4", "branch_tokens_total"} <= set(d.measured)
@@ -115,19 +137,23 @@ def test_a_prober_that_skips_a_factor_is_refused():
     class Partial:
         def probe(self, step, batch_size, factors, lr_multipliers, tokens):
             return {1: 3.0, 2: 3.0}
+
     policy = _policy(start_tokens=0)
     policy.attach_prober(Partial())
     with pytest.raises(ValueError, match=r"no loss for factors \[4\]"):
         policy.maybe_decide(0, 0, 64, {})
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(factors=[2, 4]), "factors must be increasing ints starting at 1"),
-    (dict(eps=-0.1), "eps must be >= 0"),
-    (dict(eps_mode="ratio"), "eps_mode: unknown mode 'ratio'"),
-    (dict(probe_tokens=0), "probe_tokens must be a positive int"),
-    (dict(lr_rule="cubic"), "lr_scaling: unknown rule 'cubic'"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(factors=[2, 4]), "factors must be increasing ints starting at 1"),
+        (dict(eps=-0.1), "eps must be >= 0"),
+        (dict(eps_mode="ratio"), "eps_mode: unknown mode 'ratio'"),
+        (dict(probe_tokens=0), "probe_tokens must be a positive int"),
+        (dict(lr_rule="cubic"), "lr_scaling: unknown rule 'cubic'"),
+    ],
+)
 def test_bad_arguments_get_one_clear_message(kw, message):
     with pytest.raises(BatchConfigError, match=message):
         _policy(**kw)
@@ -145,6 +171,7 @@ def test_state_round_trips_with_its_history():
     assert restored.history[-1]["losses"].keys() == {"1", "2", "4"}
     with pytest.raises(BatchConfigError, match="policy state is for 'probe', not 'noise_scale'"):
         from bsjax.batching.policies import NoiseScalePolicy
+
         NoiseScalePolicy(Ladder([64, 128]), 64).load_state_dict(state)
 
 
@@ -152,6 +179,7 @@ def test_a_diverged_branch_ends_the_scan_and_the_state_stays_strict_json():
     class Diverging:
         def probe(self, step, batch_size, factors, lr_multipliers, tokens):
             return {1: 3.0, 2: 3.0, 4: float("nan")}
+
     policy = _policy(start_tokens=0)
     policy.attach_prober(Diverging())
     assert policy.maybe_decide(0, 0, 64, {}) is None  # k* = 2: CBS 128 is not above 2 x 64

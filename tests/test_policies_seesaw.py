@@ -1,4 +1,5 @@
 """Seesaw: double the batch where the LR schedule would halve the LR, LR x 1/sqrt(2) instead."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """WSD E(S) policy: batch raised to the next target's B_opt as the running loss crosses targets."""
+
 import json
 import math
 
@@ -6,8 +7,12 @@ import numpy as np
 import pytest
 
 from bsjax.batching import BatchConfigError, TableSchedule, default_batch_config
-from bsjax.batching.policies import (LossTargetPolicy, parse_loss_targets, policy_from_config,
-                                     token_stepped_policy)
+from bsjax.batching.policies import (
+    LossTargetPolicy,
+    parse_loss_targets,
+    policy_from_config,
+    token_stepped_policy,
+)
 
 TARGETS = "4.0:64 3.5:128 3.2:256 3.0:512"
 
@@ -45,8 +50,11 @@ def test_batch_rises_to_the_next_targets_b_opt_as_each_target_is_crossed():
     switches, final = _drive(policy, 800, _loss)
     got = [(step, d.batch_size) for step, d in switches]
     # Crossing 4.0 moves to B_opt(3.5) = 128, and so on; metrics lag one step.
-    assert got == [(_crossing_step(4.0) + 1, 128), (_crossing_step(3.5) + 1, 256),
-                   (_crossing_step(3.2) + 1, 512)]
+    assert got == [
+        (_crossing_step(4.0) + 1, 128),
+        (_crossing_step(3.5) + 1, 256),
+        (_crossing_step(3.2) + 1, 512),
+    ]
     for (_, d), crossed in zip(switches, (4.0, 3.5, 3.2)):
         assert d.reason == "wsd-es"
         assert d.measured["crossed_target"] == crossed
@@ -86,10 +94,16 @@ def test_falling_fitted_sizes_become_a_running_maximum_with_a_warning():
     assert policy.sizes == [128, 128, 256]
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("", "empty"), ("4.0-64", "not of the form KEY:VALUE"), ("x:64", "cannot read loss 'x'"),
-    ("4.0:64 4.0:128", "each target loss may appear once"), ("4.0:0", "must be positive"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("", "empty"),
+        ("4.0-64", "not of the form KEY:VALUE"),
+        ("x:64", "cannot read loss 'x'"),
+        ("4.0:64 4.0:128", "each target loss may appear once"),
+        ("4.0:0", "must be positive"),
+    ],
+)
 def test_bad_targets_get_one_clear_message(spec, message):
     with pytest.raises(BatchConfigError, match=message):
         parse_loss_targets(spec)

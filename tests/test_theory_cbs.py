@@ -1,9 +1,14 @@
 """CBS against data size on the exact linear-regression risk, checked against Corollary 6."""
+
 import numpy as np
 import pytest
 
-from bsjax.theory.cbs_scaling import (best_risk_at_batch, cbs_scaling, critical_batch_size,
-                                      predicted_cbs_exponent)
+from bsjax.theory.cbs_scaling import (
+    best_risk_at_batch,
+    cbs_scaling,
+    critical_batch_size,
+    predicted_cbs_exponent,
+)
 from bsjax.theory.errors import TheoryInputError
 from bsjax.theory.linreg import LinRegProblem
 
@@ -11,9 +16,9 @@ SIZES = [256, 1024, 4096]
 
 
 def test_predicted_exponent_in_each_regime():
-    assert predicted_cbs_exponent(2.0, 3.0) == pytest.approx(1 - 2 / 3)      # a < b < 2a+1
-    assert predicted_cbs_exponent(2.0, 6.0) == pytest.approx(1 - 2 / 5)      # b > 2a+1
-    assert predicted_cbs_exponent(2.0, 1.5) == 0.0                          # b <= a
+    assert predicted_cbs_exponent(2.0, 3.0) == pytest.approx(1 - 2 / 3)  # a < b < 2a+1
+    assert predicted_cbs_exponent(2.0, 6.0) == pytest.approx(1 - 2 / 5)  # b > 2a+1
+    assert predicted_cbs_exponent(2.0, 1.5) == 0.0  # b <= a
     assert predicted_cbs_exponent(2.0, 2.0) == 0.0
 
 

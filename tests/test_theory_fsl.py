@@ -1,4 +1,5 @@
 """FSL model, its match to the exact risk, optimal schedules under a data budget, catch-up."""
+
 import numpy as np
 import pytest
 from scipy import integrate
@@ -8,8 +9,13 @@ from bsjax.theory.errors import TheoryInputError
 from bsjax.theory.fsl import FSL, classify_task, predicted_switch_exponent
 from bsjax.theory.fsl_check import compare_fsl_exact
 from bsjax.theory.linreg import LinRegProblem
-from bsjax.theory.optimal import (optimal_bucket_schedule, optimal_continuous_schedule,
-                                  optimal_switch, switch_scaling, two_phase_loss)
+from bsjax.theory.optimal import (
+    optimal_bucket_schedule,
+    optimal_continuous_schedule,
+    optimal_switch,
+    switch_scaling,
+    two_phase_loss,
+)
 from bsjax.theory.schedules import Schedule, Segment
 
 HARD = FSL(s=0.2, beta=2.0)
@@ -19,16 +25,25 @@ EASY = FSL(s=1.0, beta=2.0)
 def test_noise_integral_against_adaptive_quadrature():
     f = FSL(s=0.4, beta=1.7, noise=0.3, signal_offset=2.0, kernel_offset=0.5)
     t, z0, z1 = 5000.0, 10.0, 4990.0
-    want = integrate.quad(lambda z: f.kernel(t - z) * (f.signal(z) + f.noise), z0, z1,
-                          limit=500, points=[4000.0, 4900.0])[0]
+    want = integrate.quad(
+        lambda z: f.kernel(t - z) * (f.signal(z) + f.noise),
+        z0,
+        z1,
+        limit=500,
+        points=[4000.0, 4900.0],
+    )[0]
     assert f.noise_term(t, z0, z1) == pytest.approx(want, rel=1e-7)
-    assert float(f.kernel_integral(0.0, 7.0)) == pytest.approx(integrate.quad(f.kernel, 0, 7)[0], rel=1e-10)
+    assert float(f.kernel_integral(0.0, 7.0)) == pytest.approx(
+        integrate.quad(f.kernel, 0, 7)[0], rel=1e-10
+    )
 
 
 def test_fsl_tracks_exact_risk_up_to_a_bounded_ratio():
     problem = LinRegProblem(a=2.0, b=3.0, noise=1.0, dim=2000)
-    scheds = [Schedule.constant(0.2, 4, steps=8000),
-              Schedule((Segment(6000, 0.2, 1), Segment(2000, 0.2, 16)))]
+    scheds = [
+        Schedule.constant(0.2, 4, steps=8000),
+        Schedule((Segment(6000, 0.2, 1), Segment(2000, 0.2, 16))),
+    ]
     cmp = compare_fsl_exact(problem, scheds, ["constant", "switch"], num_records=40)
     ratio = cmp.ratio_GR[:, 2:]
     assert np.all((ratio > 0.5) & (ratio < 1.5)), ratio
@@ -52,30 +67,36 @@ def test_classification_on_both_sides_of_the_boundary():
     assert FSL.from_linreg(LinRegProblem(2.0, 2.1, dim=100)).task_class == "easy"
     # and the optimal schedule's shape agrees on each side
     for fsl, cls in ((FSL(0.3, 2.0), "hard"), (FSL(0.8, 2.0), "easy")):
-        cont = optimal_continuous_schedule(fsl, lr=0.1, data_size=10 ** 7)
+        cont = optimal_continuous_schedule(fsl, lr=0.1, data_size=10**7)
         assert cont.measured_class == cls
 
 
 def test_optimal_schedules_shapes_and_budget():
-    hard = optimal_continuous_schedule(HARD, lr=0.1, data_size=10 ** 6)
-    easy = optimal_continuous_schedule(EASY, lr=0.1, data_size=10 ** 6)
+    hard = optimal_continuous_schedule(HARD, lr=0.1, data_size=10**6)
+    easy = optimal_continuous_schedule(EASY, lr=0.1, data_size=10**6)
     for cont in (hard, easy):
-        assert cont.examples_used == pytest.approx(10 ** 6, rel=1e-9)
+        assert cont.examples_used == pytest.approx(10**6, rel=1e-9)
     # hard: smallest batch for most of training, then a late ramp
     assert hard.fraction_at_min > 0.8
-    late = hard.batch_N[hard.examples_N > 0.99 * 10 ** 6]
+    late = hard.batch_N[hard.examples_N > 0.99 * 10**6]
     assert late.max() > 50
     # easy: above the smallest batch throughout, growing over the last 90% of the data
     assert easy.fraction_at_min == 0.0
-    tail = easy.batch_N[easy.examples_N > 0.1 * 10 ** 6]
+    tail = easy.batch_N[easy.examples_N > 0.1 * 10**6]
     assert np.all(np.diff(tail) >= -1e-9 * tail[:-1]) and tail[-1] > 10 * tail[0]
     # the optimum beats every constant batch under the same budget
-    consts = [HARD.final_loss(Schedule.constant(0.1, b, examples=10 ** 6)) for b in (1, 4, 16, 64)]
+    consts = [HARD.final_loss(Schedule.constant(0.1, b, examples=10**6)) for b in (1, 4, 16, 64)]
     assert hard.loss < min(consts)
 
 
-@pytest.mark.parametrize("data_size, buckets", [
-    (1_000_003, [1, 2, 4, 8, 16, 32, 64, 128]), (999_998, [2, 6, 10, 50]), (123_456, [4, 16, 64, 256])])
+@pytest.mark.parametrize(
+    "data_size, buckets",
+    [
+        (1_000_003, [1, 2, 4, 8, 16, 32, 64, 128]),
+        (999_998, [2, 6, 10, 50]),
+        (123_456, [4, 16, 64, 256]),
+    ],
+)
 def test_bucket_schedule_meets_the_budget_exactly(data_size, buckets):
     res = optimal_bucket_schedule(HARD, lr=0.1, data_size=data_size, buckets=buckets)
     assert res.schedule.num_examples == data_size
@@ -97,7 +118,7 @@ def test_bucket_budget_errors():
 
 def test_switch_point_exponent_matches_notes_formula():
     fsl = FSL(s=0.1, beta=2.0)
-    res = switch_scaling(fsl, lr=0.1, batch1=1, batch2=64, data_sizes=[10 ** 8, 10 ** 10, 10 ** 12])
+    res = switch_scaling(fsl, lr=0.1, batch1=1, batch2=64, data_sizes=[10**8, 10**10, 10**12])
     assert res.task_class == "hard"
     assert res.predicted_exponent == pytest.approx(-(1 - 0.5 - 0.1) / 1.5)
     assert abs(res.measured_exponent - res.predicted_exponent) < 0.02
@@ -107,7 +128,7 @@ def test_switch_point_exponent_matches_notes_formula():
 
 
 def test_late_switch_beats_early_switch_and_constant_at_equal_data():
-    D, lr = 10 ** 7, 0.1
+    D, lr = 10**7, 0.1
     best = optimal_switch(HARD, lr=lr, batch1=1, batch2=64, data_size=D)
     early = two_phase_loss(HARD, lr, 1, 64, D, 0.2 * D)
     assert best.remaining_fraction < 0.5  # late
@@ -116,19 +137,21 @@ def test_late_switch_beats_early_switch_and_constant_at_equal_data():
 
 
 def test_catch_up_gap_decays_through_the_forgetting_kernel():
-    cu = catch_up(FSL(s=0.3, beta=2.0), lr=0.1, batch_small=1, batch_large=16, switch_step=10 ** 6)
+    cu = catch_up(FSL(s=0.3, beta=2.0), lr=0.1, batch_small=1, batch_large=16, switch_step=10**6)
     assert cu.predicted_decay_exponent == pytest.approx(-0.5)
     assert abs(cu.decay_exponent - cu.predicted_decay_exponent) < 0.1
     assert np.all(np.diff(cu.gap_R) < 0) and cu.gap_R[-1] > 0
     assert cu.catch_up_steps is not None and cu.catch_up_steps < 0.1 * cu.switch_step
-    assert cu.examples_saved == 15 * 10 ** 6
+    assert cu.examples_saved == 15 * 10**6
 
 
 def test_catch_up_time_depends_on_task_difficulty():
-    hard = catch_up_scaling(FSL(0.2, 3.0), lr=0.1, batch_small=1, batch_large=16,
-                            switch_steps=[10 ** 4, 10 ** 5, 10 ** 6])
-    slow = catch_up_scaling(FSL(0.3, 1.5), lr=0.1, batch_small=1, batch_large=16,
-                            switch_steps=[10 ** 4, 10 ** 5, 10 ** 6])
+    hard = catch_up_scaling(
+        FSL(0.2, 3.0), lr=0.1, batch_small=1, batch_large=16, switch_steps=[10**4, 10**5, 10**6]
+    )
+    slow = catch_up_scaling(
+        FSL(0.3, 1.5), lr=0.1, batch_small=1, batch_large=16, switch_steps=[10**4, 10**5, 10**6]
+    )
     # hard task: tau_c ~ t_s^(s / (1 - 1/beta)) = t_s^0.3, so tau_c / t_s shrinks fast
     assert abs(hard.measured_exponent - hard.predicted_exponent) < 0.1
     hard_frac = [r.catch_up_steps / r.switch_step for r in hard.runs]

@@ -1,11 +1,17 @@
 """The exact SGD risk recursion of bsjax.theory.linreg: against Monte Carlo, a float64 loop, bad input."""
+
 import jax
 import numpy as np
 import pytest
 
 from bsjax.theory.errors import TheoryInputError
-from bsjax.theory.linreg import (LinRegProblem, risk_curves, risk_curves_reference, risk_grid,
-                                 stable_lr)
+from bsjax.theory.linreg import (
+    LinRegProblem,
+    risk_curves,
+    risk_curves_reference,
+    risk_grid,
+    stable_lr,
+)
 from bsjax.theory.linreg_mc import monte_carlo_risk
 from bsjax.theory.schedules import Schedule, Segment
 
@@ -16,8 +22,10 @@ SWITCHED = Schedule((Segment(15, 0.3, 1), Segment(25, 0.2, 4)))
 def test_recursion_matches_monte_carlo_within_error_bars():
     mc = monte_carlo_risk(SMALL, SWITCHED, num_runs=3000, seed=1, average_from=4)
     exact = risk_curves(SMALL, SWITCHED, average_from=4, record_every=1)
-    for mean, sem, ref in ((mc.last_mean_T, mc.last_sem_T, exact.last_GR[0]),
-                           (mc.averaged_mean_T, mc.averaged_sem_T, exact.averaged_GR[0])):
+    for mean, sem, ref in (
+        (mc.last_mean_T, mc.last_sem_T, exact.last_GR[0]),
+        (mc.averaged_mean_T, mc.averaged_sem_T, exact.averaged_GR[0]),
+    ):
         z = (mean[1:] - ref[1:]) / sem[1:]
         assert np.all(np.abs(z) < 4.5), z
         # the error bars are tight enough for the check to mean something
@@ -28,8 +36,11 @@ def test_recursion_matches_monte_carlo_within_error_bars():
 
 def test_float32_scan_agrees_with_float64_numpy_loop():
     problem = LinRegProblem(a=2.0, b=3.0, noise=1.0, dim=300)
-    scheds = [Schedule.constant(0.5, 1, steps=400), Schedule.constant(0.05, 32, steps=250),
-              Schedule((Segment(100, 0.4, 2), Segment(300, 0.4, 64)))]
+    scheds = [
+        Schedule.constant(0.5, 1, steps=400),
+        Schedule.constant(0.05, 32, steps=250),
+        Schedule((Segment(100, 0.4, 2), Segment(300, 0.4, 64))),
+    ]
     last, avg = risk_curves_reference(problem, scheds, average_from=10)
     got = risk_curves(problem, scheds, average_from=10, record_every=1)
     assert np.max(np.abs(got.last_GR / last - 1)) < 1e-4
@@ -65,23 +76,33 @@ def test_stable_lr_separates_convergence_from_divergence():
     problem = LinRegProblem(a=1.5, b=2.5, dim=200)
     lr = stable_lr(problem, 1)
     assert lr < 2.0  # the fourth-moment term binds before the mean dynamics at B = 1
-    good = risk_curves(problem, Schedule.constant(0.9 * lr, 1, steps=4000), num_records=4).last_GR[0]
+    good = risk_curves(problem, Schedule.constant(0.9 * lr, 1, steps=4000), num_records=4).last_GR[
+        0
+    ]
     bad = risk_curves(problem, Schedule.constant(1.1 * lr, 1, steps=4000), num_records=4).last_GR[0]
     assert np.all(np.isfinite(good)) and good[-1] == pytest.approx(good[-2], rel=0.02)
     assert not np.isfinite(bad[-1]) or bad[-1] > 1e6 * good[-1]
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(a=1.0, b=2.0), "a"), (dict(a=0.5, b=2.0), "a"), (dict(a=2.0, b=1.0), "b"),
-    (dict(a=2.0, b=3.0, noise=-0.1), "noise"), (dict(a=2.0, b=3.0, dim=0), "dim"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(a=1.0, b=2.0), "a"),
+        (dict(a=0.5, b=2.0), "a"),
+        (dict(a=2.0, b=1.0), "b"),
+        (dict(a=2.0, b=3.0, noise=-0.1), "noise"),
+        (dict(a=2.0, b=3.0, dim=0), "dim"),
+    ],
+)
 def test_bad_problem_parameters_name_the_argument(kwargs, name):
     with pytest.raises(TheoryInputError, match=rf"^{name} must be"):
         LinRegProblem(**kwargs)
 
 
 def test_data_smaller_than_batch_and_other_schedule_errors():
-    with pytest.raises(TheoryInputError, match=r"examples \(the data size D=10\) must be >= the batch size B=64"):
+    with pytest.raises(
+        TheoryInputError, match=r"examples \(the data size D=10\) must be >= the batch size B=64"
+    ):
         Schedule.constant(0.1, 64, examples=10)
     with pytest.raises(TheoryInputError, match="lr must be > 0"):
         Schedule.constant(-0.1, 4, steps=10)
@@ -93,8 +114,11 @@ def test_data_smaller_than_batch_and_other_schedule_errors():
 
 def test_records_end_at_the_last_step():
     problem = LinRegProblem(a=2.0, b=3.0, dim=30)
-    c = risk_curves(problem, [Schedule.constant(0.2, 1, steps=1001), Schedule.constant(0.2, 2, steps=37)],
-                    num_records=10)
+    c = risk_curves(
+        problem,
+        [Schedule.constant(0.2, 1, steps=1001), Schedule.constant(0.2, 2, steps=37)],
+        num_records=10,
+    )
     assert c.steps_R[0] == 0 and c.steps_R[-1] == 1001 and np.all(np.diff(c.steps_R) > 0)
     ref_last, ref_avg = risk_curves_reference(problem, [Schedule.constant(0.2, 1, steps=1001)])
     assert c.final_averaged_G[0] == pytest.approx(ref_avg[0, -1], rel=1e-4)

@@ -5,11 +5,12 @@ is one ahead-of-time compiled executable. M is split over ``data_shards``
 devices, so it must be a multiple of ``data_shards``, and each device holds at
 most ``max_micro_per_device`` sequences per micro-step (its memory limit).
 """
+
 from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 from bsjax.batching.errors import BatchConfigError
 
@@ -53,20 +54,22 @@ def _fits(B: int, data_shards: int, max_micro: int, max_accum: int | None) -> Bu
         return None
     m = _best_micro(B // data_shards, max_micro)
     bucket = Bucket(K=B // (data_shards * m), M=data_shards * m)
-    if max_accum is not None and bucket.K > max_accum:
+    if max_accum is not None and max_accum < bucket.K:
         return None
     return bucket
 
 
-def _nearest_valid(B: int, data_shards: int, max_micro: int,
-                   max_accum: int | None) -> tuple[int | None, int | None]:
+def _nearest_valid(
+    B: int, data_shards: int, max_micro: int, max_accum: int | None
+) -> tuple[int | None, int | None]:
     """Largest valid size below B and smallest valid size above B (None if none)."""
     if max_accum is None:
         below = (B - 1) // data_shards * data_shards
         above = (B // data_shards + 1) * data_shards
         return (below if below > 0 else None), above
-    valid = sorted({data_shards * m * k for m in range(1, max_micro + 1)
-                    for k in range(1, max_accum + 1)})
+    valid = sorted(
+        {data_shards * m * k for m in range(1, max_micro + 1) for k in range(1, max_accum + 1)}
+    )
     i = bisect.bisect_left(valid, B)
     below = valid[i - 1] if i > 0 else None
     j = bisect.bisect_right(valid, B)
@@ -74,8 +77,9 @@ def _nearest_valid(B: int, data_shards: int, max_micro: int,
     return below, above
 
 
-def bucket_for(B: int, data_shards: int, max_micro_per_device: int,
-               max_accum_steps: int | None = None) -> Bucket:
+def bucket_for(
+    B: int, data_shards: int, max_micro_per_device: int, max_accum_steps: int | None = None
+) -> Bucket:
     """The bucket for global batch ``B``: the fewest micro-steps K with K * M == B.
 
     M is a multiple of ``data_shards`` with M / data_shards <= max_micro_per_device;
@@ -96,19 +100,28 @@ def bucket_for(B: int, data_shards: int, max_micro_per_device: int,
     below, above = _nearest_valid(B, data_shards, max_micro_per_device, max_accum_steps)
     nearest = " or ".join(str(s) for s in (below, above) if s is not None) or "none"
     if B % data_shards:
-        why = (f"it is not divisible by the data-parallel width data_shards={data_shards} "
-               f"(every micro-batch is split evenly over {data_shards} devices)")
+        why = (
+            f"it is not divisible by the data-parallel width data_shards={data_shards} "
+            f"(every micro-batch is split evenly over {data_shards} devices)"
+        )
     else:
         smallest_k = B // (data_shards * _best_micro(B // data_shards, max_micro_per_device))
-        why = (f"no K fits: with at most {max_micro_per_device} sequences per device per "
-               f"micro-step it needs K={smallest_k} micro-steps, more than "
-               f"max_accum_steps={max_accum_steps}")
-    raise BatchConfigError(f"batch size {B} fits no shape bucket: {why}; "
-                           f"nearest sizes that fit: {nearest}")
+        why = (
+            f"no K fits: with at most {max_micro_per_device} sequences per device per "
+            f"micro-step it needs K={smallest_k} micro-steps, more than "
+            f"max_accum_steps={max_accum_steps}"
+        )
+    raise BatchConfigError(
+        f"batch size {B} fits no shape bucket: {why}; nearest sizes that fit: {nearest}"
+    )
 
 
-def enumerate_buckets(sizes: Iterable[int], data_shards: int, max_micro_per_device: int,
-                      max_accum_steps: int | None = None) -> dict[int, Bucket]:
+def enumerate_buckets(
+    sizes: Iterable[int],
+    data_shards: int,
+    max_micro_per_device: int,
+    max_accum_steps: int | None = None,
+) -> dict[int, Bucket]:
     """Bucket for every size in ``sizes``, keyed by size (ascending).
 
     Raises:

@@ -1,7 +1,9 @@
 """The ``batch`` config section: defaults, validation, and the resolved BatchPlan."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -10,8 +12,11 @@ from bsjax.batching.controller import OFF_BUCKET_MODES
 from bsjax.batching.coupling import Coupling, DecayRule
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.plan import BatchPlan
-from bsjax.batching.policies.config import (default_policy_config, policy_from_config,
-                                            validate_policy_config)
+from bsjax.batching.policies.config import (
+    default_policy_config,
+    policy_from_config,
+    validate_policy_config,
+)
 from bsjax.batching.schedules import schedule_from_config
 
 
@@ -71,17 +76,24 @@ def _decay_coverage(rule: DecayRule, sizes: list[int]) -> list[str]:
     if rule.rule != "table":
         return []
     smallest = min(rule.table)
-    below = [B for B in sizes if B < smallest]
+    below = [B for B in sizes if smallest > B]
     if not below:
         return []
-    return [f"{rule.name}_table: no entry at or below batch size {below[0]} that the schedule "
-            f"reaches (smallest entry is {smallest}); add an entry like '{below[0]}:VALUE'"]
+    return [
+        f"{rule.name}_table: no entry at or below batch size {below[0]} that the schedule "
+        f"reaches (smallest entry is {smallest}); add an entry like '{below[0]}:VALUE'"
+    ]
 
 
-def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int,
-                          *, base_b2: float | None = None,
-                          base_ewa_tau: float | None = None,
-                          lr_schedule: Any = None) -> list[str]:
+def validate_batch_config(
+    batch_cfg: Mapping[str, Any],
+    ctx_len: int,
+    data_shards: int,
+    *,
+    base_b2: float | None = None,
+    base_ewa_tau: float | None = None,
+    lr_schedule: Any = None,
+) -> list[str]:
     """Every problem in the batch section, one message each; [] when it is usable.
 
     Checks: unknown keys, the schedule (kind, sizes > 0, table starts at 0 and
@@ -102,8 +114,9 @@ def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shard
     problems += shard_problems
     micro = batch_cfg.get("micro_batch_per_device", 16)
     max_accum = batch_cfg.get("max_accum_steps", 0)
-    bucket_problems = (_positive_int(micro, "micro_batch_per_device")
-                       + _positive_int(max_accum, "max_accum_steps", allow_zero=True))
+    bucket_problems = _positive_int(micro, "micro_batch_per_device") + _positive_int(
+        max_accum, "max_accum_steps", allow_zero=True
+    )
     problems += bucket_problems
 
     schedule = None
@@ -119,8 +132,12 @@ def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shard
 
     try:
         coupling = Coupling.from_config(
-            batch_cfg, base_b2=base_b2, base_ewa_tau=base_ewa_tau, check_bases=False,
-            first_batch_size=None if schedule is None else schedule.batch_size_at(0))
+            batch_cfg,
+            base_b2=base_b2,
+            base_ewa_tau=base_ewa_tau,
+            check_bases=False,
+            first_batch_size=None if schedule is None else schedule.batch_size_at(0),
+        )
     except BatchConfigError as err:
         # A broken schedule already reported itself; do not repeat it.
         problems += [p for p in err.problems if p not in problems]
@@ -131,19 +148,29 @@ def validate_batch_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shard
 
     off_bucket = batch_cfg.get("off_bucket", "round")
     if off_bucket not in OFF_BUCKET_MODES:
-        problems.append(f"off_bucket: unknown mode {off_bucket!r}; expected one of "
-                        f"{', '.join(OFF_BUCKET_MODES)}")
-    if schedule is not None and not bucket_problems and not shard_problems and not _positive_int(
-            ctx_len, "ctx_len"):
-        problems += validate_policy_config(batch_cfg, ctx_len, data_shards,
-                                           lr_schedule=lr_schedule)
+        problems.append(
+            f"off_bucket: unknown mode {off_bucket!r}; expected one of "
+            f"{', '.join(OFF_BUCKET_MODES)}"
+        )
+    if (
+        schedule is not None
+        and not bucket_problems
+        and not shard_problems
+        and not _positive_int(ctx_len, "ctx_len")
+    ):
+        problems += validate_policy_config(batch_cfg, ctx_len, data_shards, lr_schedule=lr_schedule)
     return problems
 
 
-def plan_from_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int,
-                     *, base_b2: float | None = None,
-                     base_ewa_tau: float | None = None,
-                     lr_schedule: Any = None) -> BatchPlan:
+def plan_from_config(
+    batch_cfg: Mapping[str, Any],
+    ctx_len: int,
+    data_shards: int,
+    *,
+    base_b2: float | None = None,
+    base_ewa_tau: float | None = None,
+    lr_schedule: Any = None,
+) -> BatchPlan:
     """Validate the batch section and resolve it into a ``BatchPlan``.
 
     ``base_b2`` / ``base_ewa_tau`` are the optimizer's beta2 and EWA tau at the
@@ -156,20 +183,39 @@ def plan_from_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: in
     Raises:
       BatchConfigError listing every problem, before anything is compiled.
     """
-    problems = validate_batch_config(batch_cfg, ctx_len, data_shards,
-                                     base_b2=base_b2, base_ewa_tau=base_ewa_tau,
-                                     lr_schedule=lr_schedule)
+    problems = validate_batch_config(
+        batch_cfg,
+        ctx_len,
+        data_shards,
+        base_b2=base_b2,
+        base_ewa_tau=base_ewa_tau,
+        lr_schedule=lr_schedule,
+    )
     if problems:
         raise BatchConfigError(problems)
     schedule = schedule_from_config(batch_cfg)
-    policy = policy_from_config(batch_cfg, schedule, ctx_len=ctx_len, data_shards=data_shards,
-                                lr_schedule=lr_schedule)
+    policy = policy_from_config(
+        batch_cfg, schedule, ctx_len=ctx_len, data_shards=data_shards, lr_schedule=lr_schedule
+    )
     schedule = getattr(policy, "schedule", schedule)
-    buckets = enumerate_buckets(policy.candidate_sizes(), data_shards,
-                                batch_cfg.get("micro_batch_per_device", 16),
-                                batch_cfg.get("max_accum_steps", 0) or None)
-    coupling = Coupling.from_config(batch_cfg, base_b2=base_b2, base_ewa_tau=base_ewa_tau,
-                                    first_batch_size=policy.initial_batch_size())
-    return BatchPlan(schedule=schedule, policy=policy, buckets=buckets, coupling=coupling,
-                     ctx_len=ctx_len, data_shards=data_shards,
-                     off_bucket=batch_cfg.get("off_bucket", "round"))
+    buckets = enumerate_buckets(
+        policy.candidate_sizes(),
+        data_shards,
+        batch_cfg.get("micro_batch_per_device", 16),
+        batch_cfg.get("max_accum_steps", 0) or None,
+    )
+    coupling = Coupling.from_config(
+        batch_cfg,
+        base_b2=base_b2,
+        base_ewa_tau=base_ewa_tau,
+        first_batch_size=policy.initial_batch_size(),
+    )
+    return BatchPlan(
+        schedule=schedule,
+        policy=policy,
+        buckets=buckets,
+        coupling=coupling,
+        ctx_len=ctx_len,
+        data_shards=data_shards,
+        off_bucket=batch_cfg.get("off_bucket", "round"),
+    )

@@ -17,13 +17,15 @@ as a decision point, because the check is cheap and stateless, which keeps it
 correct across restarts.
 Policies checkpoint through ``state_dict`` / ``load_state_dict`` (JSON-safe).
 """
+
 from __future__ import annotations
 
 import abc
 import bisect
 import dataclasses
 import warnings
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.schedules import Schedule
@@ -45,8 +47,11 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, e.g. for a metrics "switch" line."""
-        return {"batch_size": int(self.batch_size), "reason": self.reason,
-                "measured": {k: float(v) for k, v in self.measured.items()}}
+        return {
+            "batch_size": int(self.batch_size),
+            "reason": self.reason,
+            "measured": {k: float(v) for k, v in self.measured.items()},
+        }
 
 
 class BatchPolicy(abc.ABC):
@@ -65,8 +70,9 @@ class BatchPolicy(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def decide(self, step: int, tokens: int, batch_size: int,
-               metrics: Mapping[str, float]) -> Decision | None:
+    def decide(
+        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
+    ) -> Decision | None:
         """The size for ``step`` onwards, or None to keep ``batch_size``."""
 
     @abc.abstractmethod
@@ -89,8 +95,9 @@ class BatchPolicy(abc.ABC):
         """An LR that replaces the schedule's after ``tokens`` tokens (None: no override)."""
         return None
 
-    def maybe_decide(self, step: int, tokens: int, batch_size: int,
-                     metrics: Mapping[str, float]) -> Decision | None:
+    def maybe_decide(
+        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
+    ) -> Decision | None:
         """``decide`` at decision points, None elsewhere and when the size stays."""
         if not self.is_decision_point(step, tokens):
             return None
@@ -116,27 +123,39 @@ class ScheduledPolicy(BatchPolicy):
     def candidate_sizes(self) -> list[int]:
         return self.schedule.sizes()
 
-    def decide(self, step: int, tokens: int, batch_size: int,
-               metrics: Mapping[str, float]) -> Decision | None:
+    def decide(
+        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
+    ) -> Decision | None:
         target = self.schedule.batch_size_at(tokens)
         if target == batch_size:
             return None
         self.num_switches += 1
         self.last_switch_step = step
-        return Decision(target, "schedule", {"tokens": float(tokens), "from_batch_size": float(batch_size)})
+        return Decision(
+            target, "schedule", {"tokens": float(tokens), "from_batch_size": float(batch_size)}
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.kind, "schedule": self.schedule.describe(),
-                "num_switches": self.num_switches, "last_switch_step": self.last_switch_step}
+        return {
+            "policy": self.kind,
+            "schedule": self.schedule.describe(),
+            "num_switches": self.num_switches,
+            "last_switch_step": self.last_switch_step,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore counters; a different policy kind is refused, a changed schedule warned about."""
         if state.get("policy") != self.kind:
-            raise BatchConfigError(f"policy state is for {state.get('policy')!r}, "
-                                   f"not {self.kind!r}; the checkpoint came from another policy")
+            raise BatchConfigError(
+                f"policy state is for {state.get('policy')!r}, "
+                f"not {self.kind!r}; the checkpoint came from another policy"
+            )
         if state.get("schedule") != self.schedule.describe():
-            warnings.warn(f"resuming with schedule '{self.schedule.describe()}' but the "
-                          f"checkpoint used '{state.get('schedule')}'", stacklevel=2)
+            warnings.warn(
+                f"resuming with schedule '{self.schedule.describe()}' but the "
+                f"checkpoint used '{state.get('schedule')}'",
+                stacklevel=2,
+            )
         self.num_switches = int(state["num_switches"])
         last = state.get("last_switch_step")
         self.last_switch_step = None if last is None else int(last)
@@ -154,8 +173,9 @@ def round_to_bucket(batch_size: int, available_sizes: Iterable[int], mode: str) 
       size, or for an unknown mode.
     """
     if mode not in OFF_BUCKET_MODES:
-        raise BatchConfigError(f"off_bucket: unknown mode {mode!r}; expected one of "
-                               f"{', '.join(OFF_BUCKET_MODES)}")
+        raise BatchConfigError(
+            f"off_bucket: unknown mode {mode!r}; expected one of {', '.join(OFF_BUCKET_MODES)}"
+        )
     sizes = sorted(set(available_sizes))
     if not sizes:
         raise BatchConfigError("no compiled batch sizes are available")
@@ -166,10 +186,15 @@ def round_to_bucket(batch_size: int, available_sizes: Iterable[int], mode: str) 
         raise BatchConfigError(
             f"batch size {batch_size} has no compiled bucket (off_bucket='error'); "
             f"available sizes: {sizes}; nearest: "
-            f"{' or '.join(str(s) for s in sizes[max(i - 1, 0):i + 1])}")
+            f"{' or '.join(str(s) for s in sizes[max(i - 1, 0) : i + 1])}"
+        )
     if i == 0:
         raise BatchConfigError(
-            f"batch size {batch_size} is below every compiled size {sizes}; cannot round down")
-    warnings.warn(f"batch size {batch_size} has no compiled bucket; rounded down to "
-                  f"{sizes[i - 1]}", OffBucketWarning, stacklevel=2)
+            f"batch size {batch_size} is below every compiled size {sizes}; cannot round down"
+        )
+    warnings.warn(
+        f"batch size {batch_size} has no compiled bucket; rounded down to {sizes[i - 1]}",
+        OffBucketWarning,
+        stacklevel=2,
+    )
     return sizes[i - 1]

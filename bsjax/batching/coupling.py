@@ -16,12 +16,14 @@ Rules
     2025): ``value(B) = base ** (B / base_B)``, so two steps at B decay as much
     as one step at 2B.
 """
+
 from __future__ import annotations
 
 import bisect
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.paper_tables import PRESET_NAMES, table4_beta2, table4_tau
@@ -40,7 +42,9 @@ def lr_scale(batch_size: int, base_batch_size: int, rule: str) -> float:
         return math.sqrt(ratio)
     if rule == "linear":
         return ratio
-    raise BatchConfigError(f"lr_scaling: unknown rule {rule!r}; expected one of {', '.join(LR_RULES)}")
+    raise BatchConfigError(
+        f"lr_scaling: unknown rule {rule!r}; expected one of {', '.join(LR_RULES)}"
+    )
 
 
 def half_life_decay(base_decay: float, batch_size: int, base_batch_size: int) -> float:
@@ -66,7 +70,8 @@ def table_value(table: Mapping[int, float], batch_size: int, *, name: str) -> fl
     if i < 0:
         raise BatchConfigError(
             f"{name}: no entry at or below batch size {batch_size} (smallest entry is "
-            f"{keys[0]}); add an entry like '{batch_size}:VALUE'")
+            f"{keys[0]}); add an entry like '{batch_size}:VALUE'"
+        )
     return table[keys[i]]
 
 
@@ -76,8 +81,9 @@ def _check_unit_interval(value: Any, name: str) -> list[str]:
     return []
 
 
-def parse_decay_table(spec: str | Mapping[int, float], *, name: str,
-                      quantity: str) -> dict[int, float]:
+def parse_decay_table(
+    spec: str | Mapping[int, float], *, name: str, quantity: str
+) -> dict[int, float]:
     """Read a B -> value table: ``"64:0.999 1024:0.95"``, a Table 4 preset name
     (``"151M"`` or ``"table:151M"``) or a mapping. ``quantity`` is "beta2" or "tau".
 
@@ -87,17 +93,20 @@ def parse_decay_table(spec: str | Mapping[int, float], *, name: str,
     if isinstance(spec, str):
         preset = spec.strip()
         prefixed = preset.lower().startswith("table:")
-        preset = preset[len("table:"):] if prefixed else preset
+        preset = preset[len("table:") :] if prefixed else preset
         match = [p for p in PRESET_NAMES if p.lower() == preset.lower()]
         if match:
             return table4_beta2(match[0]) if quantity == "beta2" else table4_tau(match[0])
         if prefixed:
-            raise BatchConfigError(f"{name}: unknown paper Table 4 preset {preset!r}; expected "
-                                   f"one of {', '.join(PRESET_NAMES)}")
+            raise BatchConfigError(
+                f"{name}: unknown paper Table 4 preset {preset!r}; expected "
+                f"one of {', '.join(PRESET_NAMES)}"
+            )
         if not spec.strip():
             raise BatchConfigError(
                 f"{name}: empty; write e.g. '64:0.999 1024:0.95' or a paper preset "
-                f"({', '.join(PRESET_NAMES)})")
+                f"({', '.join(PRESET_NAMES)})"
+            )
         items = []
         problems = []
         for key_text, value_text in parse_pairs(spec, name=name):
@@ -105,8 +114,9 @@ def parse_decay_table(spec: str | Mapping[int, float], *, name: str,
                 key = parse_count(key_text, name=f"{name} batch size {key_text!r}")
                 value = float(value_text)
             except (BatchConfigError, ValueError):
-                problems.append(f"{name}: cannot read entry '{key_text}:{value_text}' "
-                                f"as BATCH_SIZE:VALUE")
+                problems.append(
+                    f"{name}: cannot read entry '{key_text}:{value_text}' as BATCH_SIZE:VALUE"
+                )
                 continue
             items.append((key, value))
     elif isinstance(spec, Mapping):
@@ -118,8 +128,10 @@ def parse_decay_table(spec: str | Mapping[int, float], *, name: str,
         if isinstance(key, bool) or not isinstance(key, int) or key <= 0:
             problems.append(f"{name}: batch size {key!r} must be a positive int")
         elif i > 0 and isinstance(items[i - 1][0], int) and key <= items[i - 1][0]:
-            problems.append(f"{name}: batch sizes must be strictly increasing, but {key} "
-                            f"follows {items[i - 1][0]}")
+            problems.append(
+                f"{name}: batch sizes must be strictly increasing, but {key} "
+                f"follows {items[i - 1][0]}"
+            )
         problems += _check_unit_interval(value, f"{name} value at batch size {key}")
     if problems:
         raise BatchConfigError(problems)
@@ -141,8 +153,9 @@ class DecayRule:
     table: Mapping[int, float] | None = None
 
     @classmethod
-    def build(cls, name: str, rule: str, table_spec: Any, base: float | None,
-              *, check_base: bool = True) -> "DecayRule":
+    def build(
+        cls, name: str, rule: str, table_spec: Any, base: float | None, *, check_base: bool = True
+    ) -> DecayRule:
         """Validate and build; ``rule`` may be ``table:<preset>``.
 
         ``check_base=False`` skips the check that ``half_life`` has a base
@@ -159,20 +172,26 @@ class DecayRule:
         table = None
         if rule.startswith("table:"):
             if isinstance(table_spec, str) and table_spec.strip():
-                problems.append(f"{name}_rule={rule!r} names a preset but {name}_table is also "
-                                f"set ({table_spec!r}); set only one of them")
+                problems.append(
+                    f"{name}_rule={rule!r} names a preset but {name}_table is also "
+                    f"set ({table_spec!r}); set only one of them"
+                )
             table_spec, rule = rule, "table"
         if rule not in DECAY_RULES:
-            problems.append(f"{name}_rule: unknown rule {rule!r}; expected one of "
-                            f"{', '.join(DECAY_RULES)} or table:<{'|'.join(PRESET_NAMES)}>")
+            problems.append(
+                f"{name}_rule: unknown rule {rule!r}; expected one of "
+                f"{', '.join(DECAY_RULES)} or table:<{'|'.join(PRESET_NAMES)}>"
+            )
         elif rule == "table":
             try:
                 table = parse_decay_table(table_spec, name=f"{name}_table", quantity=name)
             except BatchConfigError as err:
                 problems += err.problems
         elif rule == "half_life" and base is None and check_base:
-            problems.append(f"{name}_rule='half_life' needs the optimizer's base {name} "
-                            f"(pass it to Coupling.from_config)")
+            problems.append(
+                f"{name}_rule='half_life' needs the optimizer's base {name} "
+                f"(pass it to Coupling.from_config)"
+            )
         if problems:
             raise BatchConfigError(problems)
         return cls(name=name, rule=rule, base=base, table=table)
@@ -184,18 +203,22 @@ class DecayRule:
         if self.rule == "table":
             return table_value(self.table, batch_size, name=f"{self.name}_table")
         if self.base is None:
-            raise BatchConfigError(f"{self.name}_rule='half_life' needs the optimizer's base {self.name}")
+            raise BatchConfigError(
+                f"{self.name}_rule='half_life' needs the optimizer's base {self.name}"
+            )
         return half_life_decay(self.base, batch_size, base_batch_size)
 
     def describe(self) -> str:
         if self.rule == "table":
-            return f"{self.name} table " + " ".join(f"{k}:{v:g}" for k, v in sorted(self.table.items()))
+            return f"{self.name} table " + " ".join(
+                f"{k}:{v:g}" for k, v in sorted(self.table.items())
+            )
         base = "optimizer's" if self.base is None else f"{self.base:g}"
         return f"{self.name} {self.rule} (base {base})"
 
 
 def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    return cfg[key] if key in cfg else default
+    return cfg.get(key, default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,19 +231,29 @@ class Coupling:
     tau: DecayRule = DecayRule("tau")
 
     def __post_init__(self):
-        if (isinstance(self.base_batch_size, bool) or not isinstance(self.base_batch_size, int)
-                or self.base_batch_size <= 0):
+        if (
+            isinstance(self.base_batch_size, bool)
+            or not isinstance(self.base_batch_size, int)
+            or self.base_batch_size <= 0
+        ):
             raise BatchConfigError(
-                f"base_batch_size must be a positive int, got {self.base_batch_size!r}")
+                f"base_batch_size must be a positive int, got {self.base_batch_size!r}"
+            )
         if self.lr_rule not in LR_RULES:
             raise BatchConfigError(
-                f"lr_scaling: unknown rule {self.lr_rule!r}; expected one of {', '.join(LR_RULES)}")
+                f"lr_scaling: unknown rule {self.lr_rule!r}; expected one of {', '.join(LR_RULES)}"
+            )
 
     @classmethod
-    def from_config(cls, batch_cfg: Mapping[str, Any], *, base_b2: float | None = None,
-                    base_ewa_tau: float | None = None,
-                    first_batch_size: int | None = None,
-                    check_bases: bool = True) -> "Coupling":
+    def from_config(
+        cls,
+        batch_cfg: Mapping[str, Any],
+        *,
+        base_b2: float | None = None,
+        base_ewa_tau: float | None = None,
+        first_batch_size: int | None = None,
+        check_bases: bool = True,
+    ) -> Coupling:
         """Build from the batch config section.
 
         Keys read: ``lr_scaling``, ``base_batch_size`` (0: the schedule's first
@@ -236,11 +269,13 @@ class Coupling:
         problems = []
         base_B = _get(batch_cfg, "base_batch_size", 0)
         if isinstance(base_B, bool) or not isinstance(base_B, int) or base_B < 0:
-            problems.append(f"base_batch_size must be an int >= 0 (0: the first batch size), "
-                            f"got {base_B!r}")
+            problems.append(
+                f"base_batch_size must be an int >= 0 (0: the first batch size), got {base_B!r}"
+            )
         elif base_B == 0:
             if first_batch_size is None:
                 from bsjax.batching.schedules import schedule_from_config
+
                 try:
                     first_batch_size = schedule_from_config(batch_cfg).batch_size_at(0)
                 except BatchConfigError as err:
@@ -248,14 +283,19 @@ class Coupling:
             base_B = first_batch_size
         lr_rule = _get(batch_cfg, "lr_scaling", "none")
         if lr_rule not in LR_RULES:
-            problems.append(f"lr_scaling: unknown rule {lr_rule!r}; expected one of "
-                            f"{', '.join(LR_RULES)}")
+            problems.append(
+                f"lr_scaling: unknown rule {lr_rule!r}; expected one of {', '.join(LR_RULES)}"
+            )
         rules = {}
         for name, base in (("beta2", base_b2), ("tau", base_ewa_tau)):
             try:
-                rules[name] = DecayRule.build(name, _get(batch_cfg, f"{name}_rule", "fixed"),
-                                              _get(batch_cfg, f"{name}_table", ""), base,
-                                              check_base=check_bases)
+                rules[name] = DecayRule.build(
+                    name,
+                    _get(batch_cfg, f"{name}_rule", "fixed"),
+                    _get(batch_cfg, f"{name}_table", ""),
+                    base,
+                    check_base=check_bases,
+                )
             except BatchConfigError as err:
                 problems += err.problems
         if problems:
@@ -272,5 +312,7 @@ class Coupling:
 
     def describe(self) -> str:
         """One line for logs."""
-        return (f"lr {self.lr_rule} from base batch {self.base_batch_size}; "
-                f"{self.beta2.describe()}; {self.tau.describe()}")
+        return (
+            f"lr {self.lr_rule} from base batch {self.base_batch_size}; "
+            f"{self.beta2.describe()}; {self.tau.describe()}"
+        )

@@ -1,4 +1,5 @@
 """The one error type the batching package raises for bad input."""
+
 from __future__ import annotations
 
 from bsjax.errors import ProblemsError

@@ -1,4 +1,5 @@
 """Parsing of counts with suffixes ("2M", "1.5B") and of "key:value" lists."""
+
 from __future__ import annotations
 
 import decimal
@@ -40,7 +41,8 @@ def parse_count(value: str | int | float, *, name: str = "value") -> int:
     except decimal.InvalidOperation:
         raise BatchConfigError(
             f"{name}: cannot read {value!r} as a count; write e.g. 64, 2M, 1.5B "
-            f"(suffixes {', '.join(SUFFIXES)})") from None
+            f"(suffixes {', '.join(SUFFIXES)})"
+        ) from None
     if not number.is_finite():
         raise BatchConfigError(f"{name}: expected a finite count, got {value!r}")
     scaled = number * multiplier
@@ -76,7 +78,8 @@ def parse_pairs(spec: str, *, name: str) -> list[tuple[str, str]]:
         parts = item.split(":")
         if len(parts) != 2 or not parts[0] or not parts[1]:
             raise BatchConfigError(
-                f"{name}: item {item!r} is not of the form KEY:VALUE (e.g. '2M:128')")
+                f"{name}: item {item!r} is not of the form KEY:VALUE (e.g. '2M:128')"
+            )
         pairs.append((parts[0], parts[1]))
     return pairs
 

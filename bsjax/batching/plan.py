@@ -1,8 +1,9 @@
 """BatchPlan: everything the trainer needs about batch sizes, resolved up front."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 from bsjax.batching.buckets import Bucket
 from bsjax.batching.controller import BatchPolicy, round_to_bucket
@@ -44,8 +45,9 @@ class BatchPlan:
           BatchConfigError for a size without a bucket (call ``resolve`` first).
         """
         if batch_size not in self.buckets:
-            raise BatchConfigError(f"batch size {batch_size} has no bucket; available: "
-                                   f"{self.available_sizes()}")
+            raise BatchConfigError(
+                f"batch size {batch_size} has no bucket; available: {self.available_sizes()}"
+            )
         return self.buckets[batch_size]
 
     def switch_points(self) -> list[SwitchPoint]:
@@ -54,8 +56,10 @@ class BatchPlan:
 
     def describe(self) -> str:
         """Several lines for logs: schedule, buckets, coupling."""
-        lines = [f"schedule: {self.schedule.describe()}",
-                 f"coupling: {self.coupling.describe()}",
-                 f"buckets (data_shards={self.data_shards}, ctx_len={self.ctx_len}):"]
+        lines = [
+            f"schedule: {self.schedule.describe()}",
+            f"coupling: {self.coupling.describe()}",
+            f"buckets (data_shards={self.data_shards}, ctx_len={self.ctx_len}):",
+        ]
         lines += [f"  B={B}: K={b.K} x M={b.M}" for B, b in sorted(self.buckets.items())]
         return "\n".join(lines)

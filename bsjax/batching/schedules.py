@@ -6,12 +6,14 @@ first step whose tokens-consumed-before-step is >= the switch key; the step that
 crosses a key is not split, so with coarse steps a short segment can be jumped
 over entirely (see ``switch_points`` for what a run at a given ctx_len does).
 """
+
 from __future__ import annotations
 
 import abc
 import bisect
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.parsing import format_count, parse_count, parse_count_list, parse_pairs
@@ -106,18 +108,20 @@ class TableSchedule(Schedule):
             if i == 0 and key != 0:
                 problems.append(
                     f"{name}: must start at token 0 (first key is {format_count(key)}); "
-                    f"write e.g. '0:{size} ...'")
+                    f"write e.g. '0:{size} ...'"
+                )
             if i > 0 and key <= entries[i - 1][0]:
                 problems.append(
                     f"{name}: token keys must be strictly increasing, but "
-                    f"{format_count(key)} follows {format_count(entries[i - 1][0])}")
+                    f"{format_count(key)} follows {format_count(entries[i - 1][0])}"
+                )
         if problems:
             raise BatchConfigError(problems)
         self.entries = [(int(k), int(s)) for k, s in entries]
         super().__init__(self.entries)
 
     @classmethod
-    def parse(cls, spec: str, *, name: str = "table") -> "TableSchedule":
+    def parse(cls, spec: str, *, name: str = "table") -> TableSchedule:
         """Parse ``"0:64 2M:128 8M:256"`` (token key with optional K/M/B/T suffix : size)."""
         problems = []
         entries = []
@@ -165,7 +169,8 @@ class RampSchedule(Schedule):
                 lo = start + (end - start) // increment * increment
                 problems.append(
                     f"ramp_end - start ({end} - {start}) must be a multiple of ramp_increment "
-                    f"({increment}); e.g. ramp_end={lo} or {lo + increment}")
+                    f"({increment}); e.g. ramp_end={lo} or {lo + increment}"
+                )
         if problems:
             raise BatchConfigError(problems)
         self.start, self.increment, self.ramp_tokens, self.end = start, increment, ramp_tokens, end
@@ -176,8 +181,10 @@ class RampSchedule(Schedule):
         super().__init__(segments)
 
     def describe(self) -> str:
-        return (f"ramp {self.start} -> {self.end} by {self.increment} over "
-                f"{format_count(self.ramp_tokens)} tokens")
+        return (
+            f"ramp {self.start} -> {self.end} by {self.increment} over "
+            f"{format_count(self.ramp_tokens)} tokens"
+        )
 
 
 class DoublingSchedule(Schedule):
@@ -190,16 +197,20 @@ class DoublingSchedule(Schedule):
         at_tokens = list(at_tokens)
         for i, key in enumerate(at_tokens):
             if isinstance(key, bool) or not isinstance(key, int) or key <= 0:
-                problems.append(f"doubling_tokens: every entry must be a positive token count, "
-                                f"got {key!r}")
+                problems.append(
+                    f"doubling_tokens: every entry must be a positive token count, got {key!r}"
+                )
             elif i > 0 and isinstance(at_tokens[i - 1], int) and key <= at_tokens[i - 1]:
                 problems.append(
                     f"doubling_tokens must be strictly increasing, but {format_count(key)} "
-                    f"follows {format_count(at_tokens[i - 1])}")
+                    f"follows {format_count(at_tokens[i - 1])}"
+                )
         if problems:
             raise BatchConfigError(problems)
         self.start, self.at_tokens = start, at_tokens
-        super().__init__([(0, start)] + [(k, start * 2 ** (i + 1)) for i, k in enumerate(at_tokens)])
+        super().__init__(
+            [(0, start)] + [(k, start * 2 ** (i + 1)) for i, k in enumerate(at_tokens)]
+        )
 
     def describe(self) -> str:
         keys = " ".join(format_count(k) for k in self.at_tokens) or "never"
@@ -250,7 +261,7 @@ def reachable_sizes(schedule: Schedule, ctx_len: int) -> list[int]:
 
 
 def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    return cfg[key] if key in cfg else default
+    return cfg.get(key, default)
 
 
 def schedule_from_config(batch_cfg: Mapping[str, Any]) -> Schedule:
@@ -278,8 +289,12 @@ def schedule_from_config(batch_cfg: Mapping[str, Any]) -> Schedule:
             problems += err.problems
             ramp_tokens = 1
         try:
-            schedule = RampSchedule(batch_size, _get(batch_cfg, "ramp_increment"), ramp_tokens,
-                                    _get(batch_cfg, "ramp_end"))
+            schedule = RampSchedule(
+                batch_size,
+                _get(batch_cfg, "ramp_increment"),
+                ramp_tokens,
+                _get(batch_cfg, "ramp_end"),
+            )
         except BatchConfigError as err:
             problems += err.problems
         if problems:
@@ -289,4 +304,5 @@ def schedule_from_config(batch_cfg: Mapping[str, Any]) -> Schedule:
         at_tokens = parse_count_list(_get(batch_cfg, "doubling_tokens", ""), name="doubling_tokens")
         return DoublingSchedule(batch_size, at_tokens)
     raise BatchConfigError(
-        f"schedule: unknown kind {kind!r}; expected one of {', '.join(SCHEDULE_KINDS)}")
+        f"schedule: unknown kind {kind!r}; expected one of {', '.join(SCHEDULE_KINDS)}"
+    )

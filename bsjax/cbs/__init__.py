@@ -1,7 +1,7 @@
 """Critical batch size: steps-to-target fits, CBS, scaling laws, eval schedule, sweep reports.
 
 Modules (import them directly; this package imports nothing, so the training
-loop can use ``bsjax.cbs.eval_schedule`` without pulling in scipy):
+loop can use ``bsjax.train.eval_schedule`` without pulling in scipy):
 
 - ``fits``: Y(B) = a + b / B^alpha in log space and the critical batch size B*.
 - ``tradeoff``: the steps-examples hyperbola (McCandlish et al. 2018), B_crit.

@@ -10,7 +10,13 @@ import dataclasses
 import warnings
 from pathlib import Path
 
-from bsjax.cbs.fits import DEFAULT_B_OPT, DEFAULT_OVERHEAD, CurveFitError, StepsCurveFit, fit_steps_curve
+from bsjax.cbs.fits import (
+    DEFAULT_B_OPT,
+    DEFAULT_OVERHEAD,
+    CurveFitError,
+    StepsCurveFit,
+    fit_steps_curve,
+)
 from bsjax.cbs.results import Curve, SweepResults, load_sweep
 from bsjax.cbs.scaling import ScalingFit, fit_scaling_law
 from bsjax.cbs.tradeoff import TradeoffFit, fit_tradeoff
@@ -101,11 +107,20 @@ def analyze_sweep(
                     f"{variable}, at least {MIN_SCALING_SIZES} are needed"
                 )
     del caught  # fit warnings live in the fit objects and notes; nothing is lost
-    options = dict(b_opt=b_opt, overhead=overhead, alpha=alpha, bootstrap=bootstrap, seed=seed, ci_level=ci_level)
+    options = dict(
+        b_opt=b_opt,
+        overhead=overhead,
+        alpha=alpha,
+        bootstrap=bootstrap,
+        seed=seed,
+        ci_level=ci_level,
+    )
     return SweepAnalysis(results, curves, scaling, notes, options, sources)
 
 
-def _analyze_curve(curve: Curve, b_opt, overhead, alpha, bootstrap, seed, ci_level) -> CurveAnalysis:
+def _analyze_curve(
+    curve: Curve, b_opt, overhead, alpha, bootstrap, seed, ci_level
+) -> CurveAnalysis:
     notes: list[str] = []
     fit = tradeoff = None
     sizes, steps = curve.batch_sizes(), curve.steps()
@@ -126,7 +141,9 @@ def _analyze_curve(curve: Curve, b_opt, overhead, alpha, bootstrap, seed, ci_lev
     examples = curve.examples()
     if fit is not None and all(e is not None for e in examples):
         try:
-            tradeoff = fit_tradeoff(steps, examples, bootstrap=bootstrap, seed=seed, ci_level=ci_level)
+            tradeoff = fit_tradeoff(
+                steps, examples, bootstrap=bootstrap, seed=seed, ci_level=ci_level
+            )
         except CurveFitError as exc:
             notes.append(f"{curve.label}: no steps-examples fit: {exc}")
     return CurveAnalysis(curve, fit, tradeoff, notes)

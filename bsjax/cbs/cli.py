@@ -13,7 +13,13 @@ import sys
 import warnings
 from pathlib import Path
 
-from bsjax.cbs.fits import DEFAULT_B_OPT, DEFAULT_OVERHEAD, CbsFitWarning, CurveFitError, fit_steps_curve
+from bsjax.cbs.fits import (
+    DEFAULT_B_OPT,
+    DEFAULT_OVERHEAD,
+    CbsFitWarning,
+    CurveFitError,
+    fit_steps_curve,
+)
 
 REQUIRED_COLUMNS = ("batch_size", "steps")
 
@@ -90,7 +96,9 @@ def _fit_cbs_parser() -> argparse.ArgumentParser:
         "critical batch size at the given overhead over linear scaling from B_opt.",
     )
     p.add_argument(
-        "csv", metavar="FILE.csv", help="CSV with columns batch_size,steps (repeated sizes keep the fewest steps)"
+        "csv",
+        metavar="FILE.csv",
+        help="CSV with columns batch_size,steps (repeated sizes keep the fewest steps)",
     )
     p.add_argument(
         "--b-opt",
@@ -105,7 +113,10 @@ def _fit_cbs_parser() -> argparse.ArgumentParser:
         help="tolerated overhead rho over linear scaling (default 0.2)",
     )
     p.add_argument(
-        "--alpha", type=_alpha, default=1.0, help="'1' (default) to hold alpha at 1, or 'fit' to fit it"
+        "--alpha",
+        type=_alpha,
+        default=1.0,
+        help="'1' (default) to hold alpha at 1, or 'fit' to fit it",
     )
     p.add_argument(
         "--bootstrap",
@@ -163,7 +174,12 @@ def fit_cbs_main(argv: list[str]) -> int:
         ("rms_log_residual", f"{fit.rms_log_residual:.4g}"),
     ]
     for name, interval in fit.ci.items():
-        rows.append((f"{name}_ci{int(round(100 * interval.level))}", f"[{interval.low:.6g}, {interval.high:.6g}]"))
+        rows.append(
+            (
+                f"{name}_ci{int(round(100 * interval.level))}",
+                f"[{interval.low:.6g}, {interval.high:.6g}]",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -175,11 +191,18 @@ def _analyze_parser() -> argparse.ArgumentParser:
         prog="bsjax analyze",
         description="Fit the critical batch size of every setting in a sweep folder and write DIR/report/.",
     )
-    p.add_argument("dir", metavar="DIR", help="sweep folder: one subfolder with summary.json per run")
+    p.add_argument(
+        "dir", metavar="DIR", help="sweep folder: one subfolder with summary.json per run"
+    )
     p.add_argument("--b-opt", type=_positive_float, default=DEFAULT_B_OPT)
     p.add_argument("--overhead", type=_positive_float, default=DEFAULT_OVERHEAD)
     p.add_argument("--alpha", type=_alpha, default=1.0)
-    p.add_argument("--bootstrap", type=_non_negative_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=1000,
+        help="bootstrap resamples (default 1000)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -216,7 +239,7 @@ def analyze_main(argv: list[str]) -> int:
         interval = ca.fit.ci.get("critical_batch_size")
         ci = f" [{interval.low:.5g}, {interval.high:.5g}]" if interval else ""
         print(f"B* ({ca.curve.label}): {ca.fit.critical_batch_size:.5g}{ci} = 2^{ca.fit.log2:.2f}")
-    for variable, law in analysis.scaling.items():
+    for _variable, law in analysis.scaling.items():
         print(f"scaling law: {law.formula()}")
     return 0
 

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import math
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy import optimize
@@ -141,7 +141,9 @@ def _finite_or_none(value):
 
 def _as_positive_array(values, name: str) -> np.ndarray:
     try:
-        arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+        arr = np.asarray(
+            list(values) if not isinstance(values, np.ndarray) else values, dtype=float
+        )
     except (TypeError, ValueError) as exc:
         raise CurveFitError(f"{name} must be a sequence of numbers: {exc}") from None
     if arr.ndim != 1:
@@ -162,7 +164,9 @@ def best_per_batch_size(batch_sizes, steps) -> tuple[np.ndarray, np.ndarray]:
     b_arr = _as_positive_array(batch_sizes, "batch_sizes")
     y_arr = _as_positive_array(steps, "steps")
     if b_arr.shape != y_arr.shape:
-        raise CurveFitError(f"batch_sizes and steps must have the same length, got {b_arr.size} and {y_arr.size}")
+        raise CurveFitError(
+            f"batch_sizes and steps must have the same length, got {b_arr.size} and {y_arr.size}"
+        )
     uniq = np.unique(b_arr)
     best = np.array([y_arr[b_arr == b].min() for b in uniq])
     return uniq, best
@@ -295,7 +299,9 @@ def critical_batch_size(
     """
     for name, value in (("a", a), ("b", b), ("alpha", alpha), ("b_opt", b_opt)):
         if not (math.isfinite(value) and value > 0):
-            raise CurveFitError(f"{name} must be finite and > 0 to compute a critical batch size, got {value}")
+            raise CurveFitError(
+                f"{name} must be finite and > 0 to compute a critical batch size, got {value}"
+            )
     if not (math.isfinite(overhead) and overhead > 0):
         raise CurveFitError(f"overhead must be finite and > 0 (e.g. 0.2 for 20%), got {overhead}")
     if alpha == 1.0:
@@ -399,7 +405,15 @@ def fit_steps_curve(
         )
     elif bootstrap:
         samples = _bootstrap(
-            raw_b, raw_y, alpha_fixed, b_opt, overhead, bootstrap, seed, min_points, (a_fit, b_fit, alpha_fit)
+            raw_b,
+            raw_y,
+            alpha_fixed,
+            b_opt,
+            overhead,
+            bootstrap,
+            seed,
+            min_points,
+            (a_fit, b_fit, alpha_fit),
         )
         ci = _percentile_intervals(samples, ci_level, include_alpha=alpha_fixed is None)
 
@@ -472,7 +486,9 @@ def _bootstrap(raw_b, raw_y, alpha_fixed, b_opt, overhead, n, seed, min_points, 
     return np.array(rows)
 
 
-def _percentile_intervals(samples: np.ndarray, level: float, include_alpha: bool) -> dict[str, Interval]:
+def _percentile_intervals(
+    samples: np.ndarray, level: float, include_alpha: bool
+) -> dict[str, Interval]:
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     names = ["a", "b", "alpha", "critical_batch_size"]
     out = {}
@@ -480,5 +496,7 @@ def _percentile_intervals(samples: np.ndarray, level: float, include_alpha: bool
         if name == "alpha" and not include_alpha:
             continue
         col = samples[:, i]
-        out[name] = Interval(float(np.percentile(col, lo_q)), float(np.percentile(col, hi_q)), level)
+        out[name] = Interval(
+            float(np.percentile(col, lo_q)), float(np.percentile(col, hi_q)), level
+        )
     return out

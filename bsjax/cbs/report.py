@@ -16,13 +16,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from bsjax.cbs.analysis import SweepAnalysis, analyze_sweep  # noqa: E402
-from bsjax.cbs.fits import Interval  # noqa: E402
-from bsjax.cbs.results import REPORT_DIR, read_metrics  # noqa: E402
+from bsjax.cbs.analysis import SweepAnalysis, analyze_sweep
+from bsjax.cbs.fits import Interval
+from bsjax.cbs.results import REPORT_DIR, read_metrics
 
 FIG_STEPS = "steps_vs_batch.png"
 FIG_LOSS = "ewa_eval_loss.png"
@@ -46,15 +46,19 @@ def render_report(analysis: SweepAnalysis) -> Path:
     out_dir = analysis.sweep_dir / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(analysis, out_dir / "results.csv")
-    (out_dir / "fits.json").write_text(json.dumps(_fits_json(analysis), indent=2) + "\n", encoding="utf-8")
+    (out_dir / "fits.json").write_text(
+        json.dumps(_fits_json(analysis), indent=2) + "\n", encoding="utf-8"
+    )
     figures = {}
     if analysis.curves:
         figures["steps"] = _plot_steps(analysis, out_dir / FIG_STEPS)
         figures["loss"] = _plot_loss(analysis, out_dir / FIG_LOSS)
     if any(c.tradeoff is not None for c in analysis.curves):
         figures["tradeoff"] = _plot_tradeoff(analysis, out_dir / FIG_TRADEOFF)
-    for variable, law in analysis.scaling.items():
-        figures[f"scaling_{variable}"] = _plot_scaling(analysis, variable, out_dir / FIG_SCALING.format(variable))
+    for variable, _law in analysis.scaling.items():
+        figures[f"scaling_{variable}"] = _plot_scaling(
+            analysis, variable, out_dir / FIG_SCALING.format(variable)
+        )
     path = out_dir / "report.md"
     path.write_text(_markdown(analysis, figures), encoding="utf-8")
     return path
@@ -98,7 +102,9 @@ def _pow2_axis(ax, values, axis: str = "x") -> None:
     ticks = [2.0**k for k in range(lo, hi + 1, step)]
     target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_major_locator(FixedLocator(ticks))
-    target.set_major_formatter(FuncFormatter(lambda v, _: f"$2^{{{int(round(math.log2(v)))}}}$" if v > 0 else ""))
+    target.set_major_formatter(
+        FuncFormatter(lambda v, _: f"$2^{{{int(round(math.log2(v)))}}}$" if v > 0 else "")
+    )
     target.set_minor_locator(NullLocator())
 
 
@@ -145,7 +151,9 @@ def _plot_steps(analysis: SweepAnalysis, path: Path) -> Path:
         lo_b = min(sizes.min(), ref_b)
         hi_b = max(
             sizes.max(),
-            fit.critical_batch_size * 1.5 if fit is not None and math.isfinite(fit.critical_batch_size) else 0,
+            fit.critical_batch_size * 1.5
+            if fit is not None and math.isfinite(fit.critical_batch_size)
+            else 0,
         )
         grid_b = np.geomspace(lo_b / 1.3, hi_b * 1.3, 200)
         ax.plot(grid_b, ref_b / grid_b, "--", color="0.45", lw=1.2, label="linear scaling")
@@ -202,7 +210,8 @@ def _plot_loss(analysis: SweepAnalysis, path: Path) -> Path:
         for i, b in enumerate(sizes):
             run = ca.curve.best[b]
             recs = sorted(
-                (r for r in read_metrics(run.path) if r.get("ewa_eval_loss") is not None), key=lambda r: r["step"]
+                (r for r in read_metrics(run.path) if r.get("ewa_eval_loss") is not None),
+                key=lambda r: r["step"],
             )
             if not recs:
                 continue
@@ -239,11 +248,18 @@ def _plot_tradeoff(analysis: SweepAnalysis, path: Path) -> Path:
         e_arr = np.array(ca.curve.examples(), dtype=float)
         s_grid = np.geomspace(tr.s_min * 1.01, max(s_arr.max(), tr.s_min * 2) * 1.5, 300)
         ax.plot(
-            s_grid, tr.examples_at_steps(s_grid), "-", color="C1", lw=1.6, label=r"$(S/S_{min}-1)(E/E_{min}-1)=1$"
+            s_grid,
+            tr.examples_at_steps(s_grid),
+            "-",
+            color="C1",
+            lw=1.6,
+            label=r"$(S/S_{min}-1)(E/E_{min}-1)=1$",
         )
         ax.scatter(s_arr, e_arr, color="C0", zorder=3, label="measured")
         for s, e, b in zip(s_arr, e_arr, ca.curve.batch_sizes()):
-            ax.annotate(str(b), (s, e), textcoords="offset points", xytext=(4, 3), fontsize=7, color="0.3")
+            ax.annotate(
+                str(b), (s, e), textcoords="offset points", xytext=(4, 3), fontsize=7, color="0.3"
+            )
         ax.axvline(tr.s_min, color="0.5", ls="--", lw=1.0, label=f"$S_{{min}}$ = {_num(tr.s_min)}")
         ax.axhline(tr.e_min, color="0.5", ls=":", lw=1.0, label=f"$E_{{min}}$ = {_num(tr.e_min)}")
         ax.set_xscale("log")
@@ -253,7 +269,9 @@ def _plot_tradeoff(analysis: SweepAnalysis, path: Path) -> Path:
         ax.yaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
         ax.set_xlabel("steps to target S")
         ax.set_ylabel("examples to target E (sequences)")
-        ax.set_title(f"{ca.curve.label}: $B_{{crit}} = E_{{min}}/S_{{min}}$ = {_num(tr.b_crit)}", fontsize=9)
+        ax.set_title(
+            f"{ca.curve.label}: $B_{{crit}} = E_{{min}}/S_{{min}}$ = {_num(tr.b_crit)}", fontsize=9
+        )
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     return _save(fig, path)
@@ -271,7 +289,9 @@ def _plot_scaling(analysis: SweepAnalysis, variable: str, path: Path) -> Path:
         preds = law.samples[:, 2:3] + law.samples[:, 0:1] * grid_x[None, :] ** law.samples[:, 1:2]
         level = next(iter(law.ci.values())).level
         lo, hi = np.percentile(preds, [100 * (1 - level) / 2, 100 * (1 + level) / 2], axis=0)
-        ax.fill_between(grid_x, lo, hi, color="C1", alpha=0.15, lw=0, label=f"{level:.0%} bootstrap band")
+        ax.fill_between(
+            grid_x, lo, hi, color="C1", alpha=0.15, lw=0, label=f"{level:.0%} bootstrap band"
+        )
     ax.plot(grid_x, law.predict(grid_x), "-", color="C1", lw=1.6, label=law.formula())
     yerr = None
     measured_ci = _measured_ci(analysis, variable)
@@ -299,7 +319,11 @@ def _plot_scaling(analysis: SweepAnalysis, variable: str, path: Path) -> Path:
     )
     ax.set_xscale("log")
     ax.set_yscale("log", base=2)
-    _pow2_axis(ax, np.concatenate([y, [f.critical_batch_size for f in fore], law.predict(grid_x)]), axis="y")
+    _pow2_axis(
+        ax,
+        np.concatenate([y, [f.critical_batch_size for f in fore], law.predict(grid_x)]),
+        axis="y",
+    )
     ax.set_xlabel(f"{variable} ({_SIZE_UNITS.get(variable, '')})")
     ax.set_ylabel("critical batch size $B^*$ (sequences)")
     ax.set_title(f"Critical batch size against {variable}", fontsize=10)
@@ -363,7 +387,9 @@ def _fits_json(analysis: SweepAnalysis) -> dict:
         "scaling": {
             v: {
                 **law.to_dict(),
-                "forecasts": [f.to_dict() for f in law.forecast([max(law.x) * k for k in FORECAST_FACTORS])],
+                "forecasts": [
+                    f.to_dict() for f in law.forecast([max(law.x) * k for k in FORECAST_FACTORS])
+                ],
             }
             for v, law in analysis.scaling.items()
         },
@@ -393,7 +419,9 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
     opts = analysis.options
     n_reached = sum(r.reached_target for r in res.runs)
     measured = analysis.measured()
-    alpha_text = "fitted" if str(opts["alpha"]).lower() == "fit" else f"fixed at {float(opts['alpha']):g}"
+    alpha_text = (
+        "fitted" if str(opts["alpha"]).lower() == "fit" else f"fixed at {float(opts['alpha']):g}"
+    )
     out: list[str] = [f"# Critical batch size: `{analysis.sweep_dir.name}`", ""]
     out.append(
         f"Sweep folder `{analysis.sweep_dir}`: {len(res.runs)} runs, {n_reached} reached their target loss, "
@@ -490,7 +518,10 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
                 "",
                 _md_table(
                     [f"{variable} ({unit})", "forecast B*", "log2 B*"],
-                    [[_num(f.x), _with_ci(f.critical_batch_size, f.ci), f"{f.log2:.2f}"] for f in fore],
+                    [
+                        [_num(f.x), _with_ci(f.critical_batch_size, f.ci), f"{f.log2:.2f}"]
+                        for f in fore
+                    ],
                 ),
                 "",
             ]
@@ -520,7 +551,9 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
                     _num(run.examples_to_target),
                     _num(run.tokens_to_target),
                     _num(predicted),
-                    "–" if predicted is None else f"{100 * (run.steps_to_target / predicted - 1):+.1f}%",
+                    "–"
+                    if predicted is None
+                    else f"{100 * (run.steps_to_target / predicted - 1):+.1f}%",
                     _num(run.lr),
                     _num(run.b2),
                     _num(run.ewa_tau),
@@ -528,7 +561,19 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
             )
         out += [
             _md_table(
-                ["B", "best run", "steps", "examples", "tokens", "fitted steps", "residual", "lr", "β2", "τ"], rows
+                [
+                    "B",
+                    "best run",
+                    "steps",
+                    "examples",
+                    "tokens",
+                    "fitted steps",
+                    "residual",
+                    "lr",
+                    "β2",
+                    "τ",
+                ],
+                rows,
             ),
             "",
         ]
@@ -571,7 +616,9 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
 
     notes = list(analysis.notes) + [n for ca in analysis.curves for n in ca.notes]
     if notes:
-        out += ["## Warnings and excluded runs", ""] + [f"- {n}" for n in dict.fromkeys(notes)] + [""]
+        out += (
+            ["## Warnings and excluded runs", ""] + [f"- {n}" for n in dict.fromkeys(notes)] + [""]
+        )
 
     out += ["## Corpus", ""]
     identities = res.corpus_identities()
@@ -639,7 +686,10 @@ def _config_appendix(runs) -> str:
     keys = sorted({k for f in flat.values() for k in f})
     common, varying = {}, []
     for key in keys:
-        values = [json.dumps(f[key], sort_keys=True, default=str) if key in f else None for f in flat.values()]
+        values = [
+            json.dumps(f[key], sort_keys=True, default=str) if key in f else None
+            for f in flat.values()
+        ]
         if len(set(values)) == 1 and values[0] is not None:
             common[key] = next(iter(flat.values()))[key]
         else:

@@ -1,7 +1,7 @@
 """Read a sweep folder into rows, and pick the best run per (setting, batch size).
 
 A sweep folder holds one subfolder per run; a subfolder with ``summary.json``
-is a run (DESIGN.md, "A run's folder"). From each run we read:
+is a run (docs/architecture.md, "A run's folder"). From each run we read:
 
 * ``config.json``: the resolved config (nested, or flat with dotted keys);
   we use ``model.preset``, ``model.ctx_len``, ``optim.lr``, ``optim.b2``,
@@ -28,10 +28,11 @@ import dataclasses
 import json
 import math
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
-from bsjax.cbs.eval_schedule import steps_to_target as _steps_to_target
+from bsjax.train.eval_schedule import steps_to_target as _steps_to_target
 
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -263,7 +264,10 @@ def load_run(run_dir: Path | str) -> RunRecord:
         if k.startswith("final"):
             if isinstance(v, Mapping):
                 final.update(
-                    {f"final_{kk}" if not str(kk).startswith("final") else kk: vv for kk, vv in v.items()}
+                    {
+                        f"final_{kk}" if not str(kk).startswith("final") else kk: vv
+                        for kk, vv in v.items()
+                    }
                 )
             else:
                 final[k] = v
@@ -378,7 +382,9 @@ def load_sweep(sweep_dir: Path | str) -> SweepResults:
     for key, best in groups.items():
         model, params, ctx_len, target = key
         refs = {r.ref_tokens for r in best.values() if r.ref_tokens is not None}
-        curves.append(Curve(model, params, ctx_len, target, refs.pop() if len(refs) == 1 else None, best))
+        curves.append(
+            Curve(model, params, ctx_len, target, refs.pop() if len(refs) == 1 else None, best)
+        )
     curves.sort(key=lambda c: (c.model_params or 0, c.model, -(c.target_loss or math.inf)))
 
     identities = []
@@ -386,7 +392,9 @@ def load_sweep(sweep_dir: Path | str) -> SweepResults:
         if run.corpus is not None and run.corpus not in identities:
             identities.append(run.corpus)
     if len(identities) > 1:
-        notes.append(f"runs disagree on the corpus identity ({len(identities)} distinct): compare with care")
+        notes.append(
+            f"runs disagree on the corpus identity ({len(identities)} distinct): compare with care"
+        )
     for note in notes:
         warnings.warn(note, SweepWarning, stacklevel=2)
     return SweepResults(sweep_dir, runs, curves, excluded, notes)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from scipy import optimize
@@ -74,7 +74,11 @@ class ScalingFit:
     def forecast(self, xs: Iterable[float], ci_level: float | None = None) -> list[Forecast]:
         """Forecasts at ``xs``, with percentile intervals if the fit was bootstrapped."""
         xs_arr = _as_positive_array(xs, "xs")
-        level = ci_level if ci_level is not None else (next(iter(self.ci.values())).level if self.ci else 0.95)
+        level = (
+            ci_level
+            if ci_level is not None
+            else (next(iter(self.ci.values())).level if self.ci else 0.95)
+        )
         out = []
         for x in xs_arr:
             value = float(self.predict(x))
@@ -82,7 +86,9 @@ class ScalingFit:
             if self.samples is not None and len(self.samples):
                 preds_S = self.samples[:, 2] + self.samples[:, 0] * x ** self.samples[:, 1]
                 lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-                interval = Interval(float(np.percentile(preds_S, lo)), float(np.percentile(preds_S, hi)), level)
+                interval = Interval(
+                    float(np.percentile(preds_S, lo)), float(np.percentile(preds_S, hi)), level
+                )
             out.append(Forecast(float(x), value, math.log2(value), interval))
         return out
 
@@ -111,7 +117,9 @@ class ScalingFit:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-def _fit_once(x_arr: np.ndarray, y_arr: np.ndarray, form: str, init=None) -> tuple[float, float, float]:
+def _fit_once(
+    x_arr: np.ndarray, y_arr: np.ndarray, form: str, init=None
+) -> tuple[float, float, float]:
     log_x, log_y = np.log(x_arr), np.log(y_arr)
     beta, log_c = np.polyfit(log_x, log_y, 1)
     if form == "power":
@@ -203,7 +211,9 @@ def fit_scaling_law(
         names = ("c", "beta", "offset") if form == "offset" else ("c", "beta")
         for i, name in enumerate(names):
             ci[name] = Interval(
-                float(np.percentile(samples[:, i], lo)), float(np.percentile(samples[:, i], hi)), ci_level
+                float(np.percentile(samples[:, i], lo)),
+                float(np.percentile(samples[:, i], hi)),
+                ci_level,
             )
     return ScalingFit(
         c=c,

@@ -20,7 +20,13 @@ import json
 
 import numpy as np
 
-from bsjax.cbs.fits import CurveFitError, Interval, _as_positive_array, best_per_batch_size, fit_inverse_power
+from bsjax.cbs.fits import (
+    CurveFitError,
+    Interval,
+    _as_positive_array,
+    best_per_batch_size,
+    fit_inverse_power,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +75,9 @@ class TradeoffFit:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-def fit_tradeoff(steps, examples, *, bootstrap: int = 0, seed: int = 0, ci_level: float = 0.95) -> TradeoffFit:
+def fit_tradeoff(
+    steps, examples, *, bootstrap: int = 0, seed: int = 0, ci_level: float = 0.95
+) -> TradeoffFit:
     """Fit ``(S/S_min - 1)(E/E_min - 1) = 1`` to (steps, examples) pairs, one per run.
 
     Runs at the same batch size ``E / S`` keep the one with the fewest steps.
@@ -80,7 +88,9 @@ def fit_tradeoff(steps, examples, *, bootstrap: int = 0, seed: int = 0, ci_level
     s_arr = _as_positive_array(steps, "steps")
     e_arr = _as_positive_array(examples, "examples")
     if s_arr.shape != e_arr.shape:
-        raise CurveFitError(f"steps and examples must have the same length, got {s_arr.size} and {e_arr.size}")
+        raise CurveFitError(
+            f"steps and examples must have the same length, got {s_arr.size} and {e_arr.size}"
+        )
     if bootstrap < 0:
         raise CurveFitError(f"bootstrap must be >= 0 resamples, got {bootstrap}")
     batch = e_arr / s_arr
@@ -108,7 +118,9 @@ def fit_tradeoff(steps, examples, *, bootstrap: int = 0, seed: int = 0, ci_level
         lo, hi = 100 * (1 - ci_level) / 2, 100 * (1 + ci_level) / 2
         for i, name in enumerate(("s_min", "e_min", "b_crit")):
             ci[name] = Interval(
-                float(np.percentile(samples[:, i], lo)), float(np.percentile(samples[:, i], hi)), ci_level
+                float(np.percentile(samples[:, i], lo)),
+                float(np.percentile(samples[:, i], hi)),
+                ci_level,
             )
     return TradeoffFit(
         s_min=float(s_min),

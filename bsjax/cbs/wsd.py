@@ -2,7 +2,7 @@
 
 SECONDARY READING: the seed text for this paper is a summary page only; the
 three-stage form below is the best available public reading (see
-papers/NOTES.md section 3), not checked against the paper's own equations.
+docs/science.md section 3), not checked against the paper's own equations.
 
 For one target loss, each batch size gives one point: ``S`` steps and
 ``E = B * S`` examples to reach it in the stable phase. E(S) has three stages:
@@ -29,7 +29,7 @@ import itertools
 import json
 import math
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from scipy import optimize
@@ -71,7 +71,13 @@ class WSDFit:
     def examples(self, steps) -> np.ndarray:
         """E(S) of the fitted curve (inf at or below S_min)."""
         return _curve(
-            np.asarray(steps, dtype=float), self.s_min, self.s_1, self.s_opt, self.s_2, self.c, self.e_min
+            np.asarray(steps, dtype=float),
+            self.s_min,
+            self.s_1,
+            self.s_opt,
+            self.s_2,
+            self.c,
+            self.e_min,
         )
 
     def to_dict(self) -> dict:
@@ -90,7 +96,9 @@ def _derived(s_min, s_1, s_opt, s_2, c, e_min):
     """(B_-1, B_0, A_1, A_0) from C^1 continuity at S_1 and S_2."""
     d1 = s_opt - s_1
     b_m1 = 2.0 * c * d1 * (s_1 - s_min) ** 2
-    b_0 = c * d1**2 + e_min - 2.0 * c * d1 * (s_1 - s_min)  # = value at S_1 minus B_-1 / (S_1 - S_min)
+    b_0 = (
+        c * d1**2 + e_min - 2.0 * c * d1 * (s_1 - s_min)
+    )  # = value at S_1 minus B_-1 / (S_1 - S_min)
     a_1 = 2.0 * c * (s_2 - s_opt)
     a_0 = c * (s_2 - s_opt) ** 2 + e_min - a_1 * s_2
     return b_m1, b_0, a_1, a_0
@@ -128,7 +136,9 @@ def fit_wsd_curve(steps, examples, *, target_loss: float | None = None) -> WSDFi
     s_arr = _as_positive_array(steps, "steps")
     e_arr = _as_positive_array(examples, "examples")
     if s_arr.shape != e_arr.shape:
-        raise CurveFitError(f"steps and examples must have the same length, got {s_arr.size} and {e_arr.size}")
+        raise CurveFitError(
+            f"steps and examples must have the same length, got {s_arr.size} and {e_arr.size}"
+        )
     if s_arr.size < MIN_POINTS:
         raise CurveFitError(
             f"need at least {MIN_POINTS} (steps, examples) points to fit the WSD E(S) curve, got {s_arr.size}"

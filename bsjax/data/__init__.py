@@ -5,6 +5,7 @@ The trainer needs `load(data_cfg, ctx_len) -> Corpus`; configs embed
 this package does not import TensorFlow: TFDS is loaded only when a corpus
 has to be built or read.
 """
+
 from bsjax.data.config import default_data_config, validate_data_config
 from bsjax.data.corpus import Corpus, load
 from bsjax.data.errors import DataError

@@ -4,8 +4,10 @@ TFDS is imported by the builder and loader modules only; TensorFlow itself
 only when a TFRecord data set has to be read with `tfds.load`. JAX owns the
 accelerators, so TensorFlow is told to see none.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -39,9 +41,8 @@ def import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    try:
+    # Devices already initialised by an earlier import cannot be hidden; nothing to do then.
+    with contextlib.suppress(RuntimeError):
         tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-        pass  # devices were already initialised by an earlier import; nothing to hide then
     tf.get_logger().setLevel("ERROR")
     return tf

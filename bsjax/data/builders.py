@@ -7,6 +7,7 @@ config is named after the corpus identity (see `files.py`), so a different
 Python or different files land in a different dataset dir instead of reusing
 an old one. The identity is also stored in the dataset's metadata.
 """
+
 from __future__ import annotations
 
 import dataclasses

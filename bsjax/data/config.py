@@ -3,6 +3,7 @@
 Nothing here imports TensorFlow or touches a file beyond existence checks, so
 the trainer can validate the data config before it compiles anything.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,11 +88,21 @@ def validate_data_config(data_cfg) -> list[str]:
         problems.append(
             f"data.{key}: unknown key; known keys are {', '.join(sorted(expected.keys()))}"
         )
-    for key in expected.keys():
+    for key in expected:
         if key not in cfg:
             problems.append(f"data.{key}: missing (default {expected[key]!r})")
-    for key in ("source", "name", "path", "train_split", "validation_split", "text_field",
-                "tokenizer", "tokenizer_path", "data_dir", "cache_dir"):
+    for key in (
+        "source",
+        "name",
+        "path",
+        "train_split",
+        "validation_split",
+        "text_field",
+        "tokenizer",
+        "tokenizer_path",
+        "data_dir",
+        "cache_dir",
+    ):
         if key in cfg and not isinstance(cfg[key], str):
             problems.append(f"data.{key}: must be a string, got {cfg[key]!r}")
     if problems:
@@ -104,7 +115,9 @@ def validate_data_config(data_cfg) -> list[str]:
         problems.append('data.name: source="tfds" needs a TFDS name, e.g. "c4/en"')
     elif source == "text_folder":
         if not cfg["path"]:
-            problems.append('data.path: source="text_folder" needs a folder of .txt or .jsonl files')
+            problems.append(
+                'data.path: source="text_folder" needs a folder of .txt or .jsonl files'
+            )
         elif not Path(cfg["path"]).expanduser().is_dir():
             problems.append(f"data.path: folder {cfg['path']!r} does not exist")
 
@@ -114,11 +127,15 @@ def validate_data_config(data_cfg) -> list[str]:
 
     kind = cfg["tokenizer"]
     if kind not in TOKENIZERS:
-        problems.append(f"data.tokenizer: unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZERS)}")
+        problems.append(
+            f"data.tokenizer: unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZERS)}"
+        )
     elif kind != "bytes":
         tok_path = cfg["tokenizer_path"]
         if not tok_path:
-            problems.append(f'data.tokenizer_path: tokenizer="{kind}" needs the path of its model file')
+            problems.append(
+                f'data.tokenizer_path: tokenizer="{kind}" needs the path of its model file'
+            )
         elif not Path(tok_path).expanduser().is_file():
             problems.append(f"data.tokenizer_path: file {tok_path!r} does not exist")
 

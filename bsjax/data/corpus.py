@@ -1,4 +1,5 @@
 """The trainer's entry point: a data config and ctx_len in, a `Corpus` out."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ def load(data_cfg, ctx_len: int) -> Corpus:
     packed = {}
     for role, (split, max_tokens) in roles.items():
         key = cache_key(source.identity, tok_identity, ctx_len, split, max_tokens)
-        packed[role] = load_or_pack(cache_dir, key, lambda split=split: source.texts(split),
-                                    tokenizer, max_tokens)
+        packed[role] = load_or_pack(
+            cache_dir, key, lambda split=split: source.texts(split), tokenizer, max_tokens
+        )
 
     identity = {
         "corpus": source.identity,
@@ -58,8 +60,12 @@ def load(data_cfg, ctx_len: int) -> Corpus:
         "ctx_len": ctx_len,
         "shuffle_seed": data_cfg.shuffle_seed,
         "splits": {
-            role: {"split": roles[role][0], "max_tokens": roles[role][1],
-                   "cache_file": str(p.path), **p.stats}
+            role: {
+                "split": roles[role][0],
+                "max_tokens": roles[role][1],
+                "cache_file": str(p.path),
+                **p.stats,
+            }
             for role, p in packed.items()
         },
     }

@@ -1,4 +1,5 @@
 """The one error type the data package raises for bad input or bad data."""
+
 from __future__ import annotations
 
 from bsjax.errors import ProblemsError

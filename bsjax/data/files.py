@@ -3,6 +3,7 @@
 No TensorFlow here. The TFDS builders in `builders.py` use these to decide
 what goes into each split; the loader uses the identity to key caches.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,13 +20,20 @@ from bsjax.data.errors import DataError
 # The embedded corpus is the standard library's own code. Third-party packages
 # (site-packages) are not part of it and test suites are left out: they are
 # large, repetitive and partly non-UTF-8 fixtures rather than library code.
-STDLIB_EXCLUDED_DIRS = ("site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__")
+STDLIB_EXCLUDED_DIRS = (
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idle_test",
+    "__pycache__",
+)
 TEXT_SUFFIXES = (".txt", ".jsonl")
 TRAIN, VALIDATION = "train", "validation"
 
 
 def hash_split(key: str, validation_fraction: float) -> str:
-    """"validation" for about `validation_fraction` of keys, else "train".
+    """ "validation" for about `validation_fraction` of keys, else "train".
 
     The decision depends only on `key` (a relative path, or path:line), so it
     is the same on every machine and does not move when other files change.
@@ -34,7 +42,9 @@ def hash_split(key: str, validation_fraction: float) -> str:
     return VALIDATION if unit < validation_fraction else TRAIN
 
 
-def list_files(root: Path, suffixes: tuple[str, ...], excluded_dirs: tuple[str, ...] = ()) -> list[str]:
+def list_files(
+    root: Path, suffixes: tuple[str, ...], excluded_dirs: tuple[str, ...] = ()
+) -> list[str]:
     """Relative POSIX paths of files under `root` ending in `suffixes`, sorted."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -155,7 +165,8 @@ def plan_text_folder(path: str | Path, validation_fraction: float, text_field: s
     if has_train:
         layout = "subfolders"
         files = tuple(
-            (rel.split("/", 1)[0], rel) for rel in rel_paths
+            (rel.split("/", 1)[0], rel)
+            for rel in rel_paths
             if rel.split("/", 1)[0] in (TRAIN, VALIDATION)
         )
     else:
@@ -184,5 +195,6 @@ def plan_text_folder(path: str | Path, validation_fraction: float, text_field: s
     # files elsewhere give the same dataset.
     keyed = {k: v for k, v in identity.items() if k != "path"}
     stem = "".join(c if c.isalnum() else "_" for c in root.name.lower())[:40] or "folder"
-    return CorpusPlan(str(root), files, identity, f"{stem}_{identity_key(keyed)}",
-                      validation_fraction, text_field)
+    return CorpusPlan(
+        str(root), files, identity, f"{stem}_{identity_key(keyed)}", validation_fraction, text_field
+    )

@@ -6,14 +6,15 @@ is cached on disk as `.npy` (uint16 when every id fits, else int32), keyed by
 (corpus identity, tokenizer identity, ctx_len, split, max_tokens), and written
 to a temporary name then renamed, so a killed build leaves no partial cache.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -34,8 +35,9 @@ def tokenizer_cache_identity(tokenizer) -> dict:
     return {k: v for k, v in tokenizer.identity().items() if k != "path"}
 
 
-def cache_key(corpus_identity: dict, tokenizer_identity: dict, ctx_len: int, split: str,
-              max_tokens: int) -> dict:
+def cache_key(
+    corpus_identity: dict, tokenizer_identity: dict, ctx_len: int, split: str, max_tokens: int
+) -> dict:
     """Everything a packed array depends on, as a JSON dict."""
     return {
         "corpus": {k: v for k, v in corpus_identity.items() if k != "path"},
@@ -70,8 +72,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def pack_to_file(texts: Iterable[str], tokenizer, seq_len: int, max_tokens: int,
-                 out_path: Path) -> dict:
+def pack_to_file(
+    texts: Iterable[str], tokenizer, seq_len: int, max_tokens: int, out_path: Path
+) -> dict:
     """Pack `texts` into rows of `seq_len` tokens and write them atomically to `out_path` (.npy).
 
     Stops reading documents once `max_tokens` tokens (rounded down to whole
@@ -83,7 +86,9 @@ def pack_to_file(texts: Iterable[str], tokenizer, seq_len: int, max_tokens: int,
         raise DataError(f"max_tokens: {max_tokens} is less than one sequence of {seq_len} tokens")
     eos = np.array([tokenizer.eos_id], dtype=np.int64)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch_fd, scratch = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".raw")
+    scratch_fd, scratch = tempfile.mkstemp(
+        dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".raw"
+    )
     final_tmp = None
     try:
         written = documents = 0
@@ -114,12 +119,16 @@ def pack_to_file(texts: Iterable[str], tokenizer, seq_len: int, max_tokens: int,
                 "use a shorter ctx_len or more documents"
             )
         stream_T = np.memmap(scratch, dtype=dtype, mode="r", shape=(written,))
-        fd, final_tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".npy")
+        fd, final_tmp = tempfile.mkstemp(
+            dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".npy"
+        )
         os.close(fd)
         out_NL = np.lib.format.open_memmap(final_tmp, mode="w+", dtype=dtype, shape=(rows, seq_len))
         for start in range(0, rows, _COPY_ROWS):
             stop = min(start + _COPY_ROWS, rows)
-            out_NL[start:stop] = stream_T[start * seq_len: stop * seq_len].reshape(stop - start, seq_len)
+            out_NL[start:stop] = stream_T[start * seq_len : stop * seq_len].reshape(
+                stop - start, seq_len
+            )
         out_NL.flush()
         del out_NL, stream_T
         with open(final_tmp, "rb+") as f:
@@ -140,8 +149,9 @@ def pack_to_file(texts: Iterable[str], tokenizer, seq_len: int, max_tokens: int,
             Path(final_tmp).unlink(missing_ok=True)
 
 
-def load_or_pack(cache_dir: Path, key: dict, texts: Callable[[], Iterable[str]], tokenizer,
-                 max_tokens: int) -> PackedSplit:
+def load_or_pack(
+    cache_dir: Path, key: dict, texts: Callable[[], Iterable[str]], tokenizer, max_tokens: int
+) -> PackedSplit:
     """The packed split for `key`: from `cache_dir` when present, else packed now and cached.
 
     `texts` is called only on a cache miss. The `.npy` is the completion mark:
@@ -159,9 +169,15 @@ def load_or_pack(cache_dir: Path, key: dict, texts: Callable[[], Iterable[str]],
         built = True
     tokens_NL = np.load(npy_path, mmap_mode="r")
     if tokens_NL.ndim != 2 or tokens_NL.shape[1] != seq_len:
-        raise DataError(f"cache_dir: {npy_path} has shape {tokens_NL.shape}, expected [N, {seq_len}]; delete it")
-    stats = {"num_sequences": int(tokens_NL.shape[0]), "seq_len": seq_len,
-             "num_tokens": int(tokens_NL.size), "dtype": tokens_NL.dtype.name}
+        raise DataError(
+            f"cache_dir: {npy_path} has shape {tokens_NL.shape}, expected [N, {seq_len}]; delete it"
+        )
+    stats = {
+        "num_sequences": int(tokens_NL.shape[0]),
+        "seq_len": seq_len,
+        "num_tokens": int(tokens_NL.size),
+        "dtype": tokens_NL.dtype.name,
+    }
     if meta_path.exists():
         stats = {**json.loads(meta_path.read_text())["stats"], **stats}
     return PackedSplit(tokens_NL, npy_path, stats, built)

@@ -7,10 +7,11 @@ for, so a run whose packed tokens are cached never touches TFDS. A registered
 TFDS data set is read through `tfds.data_source` when its files are
 ArrayRecord (random access) and through `tfds.load` otherwise.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bsjax.data._tf import import_tensorflow, import_tfds
 from bsjax.data.errors import DataError
@@ -66,8 +67,13 @@ class LocalSource(DocumentSource):
         if self._builder is None:
             from bsjax.data import builders  # imports TFDS
 
-            cls = {"bsjax_stdlib": builders.BsjaxStdlib, "bsjax_text_folder": builders.BsjaxTextFolder}
-            self._builder = builders.prepare_local(cls[self._builder_name], self.plan, self._data_dir)
+            cls = {
+                "bsjax_stdlib": builders.BsjaxStdlib,
+                "bsjax_text_folder": builders.BsjaxTextFolder,
+            }
+            self._builder = builders.prepare_local(
+                cls[self._builder_name], self.plan, self._data_dir
+            )
         return self._builder
 
     def texts(self, split: str) -> Iterator[str]:
@@ -126,7 +132,9 @@ class TfdsSource(DocumentSource):
         tfds = self._tfds
         where = f"{self.name} {split}"
         if self.random_access:
-            source = tfds.data_source(self.name, split=split, data_dir=str(self._data_dir), download=False)
+            source = tfds.data_source(
+                self.name, split=split, data_dir=str(self._data_dir), download=False
+            )
             return _texts_from_data_source(source, self.text_field, where)
         import_tensorflow()  # hide GPUs from TF before tfds.load starts it
         dataset = tfds.load(

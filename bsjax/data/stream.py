@@ -15,6 +15,7 @@ grain into a small cache (for corpora up to `materialize_max` sequences), so
 `read` is an array lookup plus one memmap gather. Larger corpora ask grain per
 id. No TensorFlow here.
 """
+
 from __future__ import annotations
 
 import threading
@@ -45,8 +46,10 @@ class ExampleStream:
 
     def __init__(self, sequences, seed: int, materialize_max: int = 1 << 18):
         if getattr(sequences, "ndim", None) != 2 or sequences.shape[0] == 0:
-            raise DataError(f"sequences: need a non-empty [n, seq_len] array, got shape "
-                            f"{getattr(sequences, 'shape', None)}")
+            raise DataError(
+                f"sequences: need a non-empty [n, seq_len] array, got shape "
+                f"{getattr(sequences, 'shape', None)}"
+            )
         if not 0 <= int(seed) < 2**32:
             raise DataError(f"shuffle_seed: must be in [0, 2**32), got {seed}")
         self._rows_NL = sequences
@@ -54,14 +57,20 @@ class ExampleStream:
         self.num_sequences = int(sequences.shape[0])
         self.seq_len = int(sequences.shape[1])
         self.grain_seed = grain_seed(self.seed)
-        self._order = grain.MapDataset.range(self.num_sequences).shuffle(seed=self.grain_seed).repeat()
+        self._order = (
+            grain.MapDataset.range(self.num_sequences).shuffle(seed=self.grain_seed).repeat()
+        )
         self._materialize_max = materialize_max
         self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def epoch_of(self, g):
         """Epoch of global example id(s) `g`."""
-        return np.asarray(g, dtype=np.int64) // self.num_sequences if np.ndim(g) else int(g) // self.num_sequences
+        return (
+            np.asarray(g, dtype=np.int64) // self.num_sequences
+            if np.ndim(g)
+            else int(g) // self.num_sequences
+        )
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         """Row index of each position of `epoch` (cached; built from grain)."""
@@ -110,11 +119,15 @@ class ExampleStream:
         """The first num_batches * batch_size rows, unshuffled: int32 [num_batches, batch_size, seq_len]."""
         need = int(num_batches) * int(batch_size)
         if num_batches <= 0 or batch_size <= 0:
-            raise DataError(f"eval: num_batches and batch_size must be > 0, got {num_batches}, {batch_size}")
+            raise DataError(
+                f"eval: num_batches and batch_size must be > 0, got {num_batches}, {batch_size}"
+            )
         if need > self.num_sequences:
             raise DataError(
                 f"eval: {num_batches} batches of {batch_size} need {need} validation sequences but "
                 f"the validation split has {self.num_sequences}; use fewer/smaller eval batches, a "
                 "larger data.validation_fraction or data.max_validation_tokens = 0"
             )
-        return np.asarray(self._rows_NL[:need], dtype=np.int32).reshape(num_batches, batch_size, self.seq_len)
+        return np.asarray(self._rows_NL[:need], dtype=np.int32).reshape(
+            num_batches, batch_size, self.seq_len
+        )

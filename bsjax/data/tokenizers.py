@@ -4,6 +4,7 @@
 `HFJsonTokenizer` load a model file from a local path; their identity carries
 the file's sha256 so a packed-token cache is never reused across models.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -145,8 +146,9 @@ class HFJsonTokenizer:
             )
         self.eos_token, self.eos_id = found[0][0], int(found[0][1])
         vocab = self._tok.get_vocab(with_added_tokens=True)
-        self.vocab_size = max(int(self._tok.get_vocab_size(with_added_tokens=True)),
-                              max(vocab.values()) + 1)
+        self.vocab_size = max(
+            int(self._tok.get_vocab_size(with_added_tokens=True)), max(vocab.values()) + 1
+        )
         self._sha256 = _file_sha256(self.path)
 
     def encode(self, text: str) -> np.ndarray:
@@ -178,4 +180,6 @@ def make_tokenizer(kind: str, path: str = "") -> Tokenizer:
         return SentencePieceTokenizer(path)
     if kind == "hf_json":
         return HFJsonTokenizer(path)
-    raise DataError(f"tokenizer: unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZER_KINDS)}")
+    raise DataError(
+        f"tokenizer: unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZER_KINDS)}"
+    )

@@ -5,7 +5,7 @@ Modules (the compute modules import no plotting or I/O library):
   linreg       exact expected risk of mini-batch SGD (+ iterate averaging) by the moment recursion
   linreg_mc    Monte Carlo SGD on sampled Gaussian data, the check on ``linreg``
   cbs_scaling  critical batch size against data size, against Zhang et al. Corollary 6
-  fsl          the functional scaling law (NOTES section 4), matched to linear regression
+  fsl          the functional scaling law (docs/science.md section 4), matched to linear regression
   fsl_check    FSL against the exact risk along training
   optimal      FSL-optimal batch schedules under a data budget; two-phase switch point
   catchup      loss gap after a small-to-large switch; catch-up time

@@ -1,4 +1,4 @@
-"""Fast catch-up after a small-to-large batch switch (Wang et al. 2026; NOTES section 4).
+"""Fast catch-up after a small-to-large batch switch (Wang et al. 2026; docs/science.md section 4).
 
 Two runs at the same constant learning rate: ``batch_small`` for ``switch_step`` steps then
 ``batch_large``, against ``batch_large`` from the start. At equal steps (equal intrinsic time) the
@@ -12,10 +12,11 @@ with ``tau`` the intrinsic time since the switch. The catch-up time is the first
 the gap falls below ``tolerance`` times the large-batch loss. The same measurement runs on the
 exact linear-regression risk through :func:`exact_loss_fn`.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,24 +58,40 @@ class CatchUp:
 
     def to_json(self) -> dict:
         return {
-            "lr": self.lr, "batch_small": self.batch_small, "batch_large": self.batch_large,
-            "switch_step": self.switch_step, "switch_time": self.switch_step * self.lr,
-            "tolerance": self.tolerance, "catch_up_steps": self.catch_up_steps,
+            "lr": self.lr,
+            "batch_small": self.batch_small,
+            "batch_large": self.batch_large,
+            "switch_step": self.switch_step,
+            "switch_time": self.switch_step * self.lr,
+            "tolerance": self.tolerance,
+            "catch_up_steps": self.catch_up_steps,
             "catch_up_time": self.catch_up_time,
-            "catch_up_fraction_of_switch_time": (None if self.catch_up_steps is None
-                                                 else self.catch_up_steps / self.switch_step),
+            "catch_up_fraction_of_switch_time": (
+                None if self.catch_up_steps is None else self.catch_up_steps / self.switch_step
+            ),
             "decay_exponent": self.decay_exponent,
             "predicted_decay_exponent": self.predicted_decay_exponent,
             "examples_saved": self.examples_saved,
-            "curve": {"steps_after": self.steps_after_R.tolist(),
-                      "loss_switched": self.loss_switched_R.tolist(),
-                      "loss_large": self.loss_large_R.tolist()},
+            "curve": {
+                "steps_after": self.steps_after_R.tolist(),
+                "loss_switched": self.loss_switched_R.tolist(),
+                "loss_large": self.loss_large_R.tolist(),
+            },
         }
 
 
-def catch_up(loss_fn: LossFn | FSL, *, lr: float, batch_small: int, batch_large: int,
-             switch_step: int, horizon_steps: int | None = None, tolerance: float = 0.05,
-             num_points: int = 80, fit_window: tuple[float, float] = (1e-3, 3e-2)) -> CatchUp:
+def catch_up(
+    loss_fn: LossFn | FSL,
+    *,
+    lr: float,
+    batch_small: int,
+    batch_large: int,
+    switch_step: int,
+    horizon_steps: int | None = None,
+    tolerance: float = 0.05,
+    num_points: int = 80,
+    fit_window: tuple[float, float] = (1e-3, 3e-2),
+) -> CatchUp:
     """Measure the catch-up of ``loss_fn`` (an :class:`FSL` or ``f(schedule, steps) -> losses``).
 
     The gap is sampled at ``num_points`` log-spaced step offsets up to ``horizon_steps`` after the
@@ -117,10 +134,20 @@ def catch_up(loss_fn: LossFn | FSL, *, lr: float, batch_small: int, batch_large:
         slope = float(np.polyfit(np.log(after[window]), np.log((l_sw - l_lg)[window]), 1)[0])
     else:
         slope = float("nan")
-    return CatchUp(lr=lr, batch_small=b1, batch_large=b2, switch_step=n1, steps_after_R=after,
-                   loss_switched_R=l_sw, loss_large_R=l_lg, tolerance=tol,
-                   catch_up_steps=caught, decay_exponent=slope,
-                   predicted_decay_exponent=predicted, examples_saved=n1 * (b2 - b1))
+    return CatchUp(
+        lr=lr,
+        batch_small=b1,
+        batch_large=b2,
+        switch_step=n1,
+        steps_after_R=after,
+        loss_switched_R=l_sw,
+        loss_large_R=l_lg,
+        tolerance=tol,
+        catch_up_steps=caught,
+        decay_exponent=slope,
+        predicted_decay_exponent=predicted,
+        examples_saved=n1 * (b2 - b1),
+    )
 
 
 def exact_loss_fn(problem, *, dtype: str = "float32") -> LossFn:
@@ -147,14 +174,25 @@ class CatchUpScaling:
     predicted_exponent: float
 
     def to_json(self) -> dict:
-        return {"s": self.s, "beta": self.beta, "task_class": self.task_class,
-                "measured_exponent": self.measured_exponent,
-                "predicted_exponent_signal_dominated": self.predicted_exponent,
-                "runs": [{k: v for k, v in r.to_json().items() if k != "curve"} for r in self.runs]}
+        return {
+            "s": self.s,
+            "beta": self.beta,
+            "task_class": self.task_class,
+            "measured_exponent": self.measured_exponent,
+            "predicted_exponent_signal_dominated": self.predicted_exponent,
+            "runs": [{k: v for k, v in r.to_json().items() if k != "curve"} for r in self.runs],
+        }
 
 
-def catch_up_scaling(fsl: FSL, *, lr: float, batch_small: int, batch_large: int,
-                     switch_steps, tolerance: float = 0.05) -> CatchUpScaling:
+def catch_up_scaling(
+    fsl: FSL,
+    *,
+    lr: float,
+    batch_small: int,
+    batch_large: int,
+    switch_steps,
+    tolerance: float = 0.05,
+) -> CatchUpScaling:
     """Catch-up time ``tau_c`` at several switch steps and the slope of ``log tau_c`` on ``log t_s``.
 
     Derived from the gap formula of the module docstring: while the large-batch loss is
@@ -163,12 +201,28 @@ def catch_up_scaling(fsl: FSL, *, lr: float, batch_small: int, batch_large: int,
     ``s < 1 - 1/beta``, the hard tasks. Once the large-batch loss reaches its noise floor,
     ``tau_c`` stops growing.
     """
-    runs = tuple(catch_up(fsl, lr=lr, batch_small=batch_small, batch_large=batch_large,
-                          switch_step=int(n), tolerance=tolerance)
-                 for n in sorted({check_int("switch_steps", n) for n in switch_steps}))
+    runs = tuple(
+        catch_up(
+            fsl,
+            lr=lr,
+            batch_small=batch_small,
+            batch_large=batch_large,
+            switch_step=int(n),
+            tolerance=tolerance,
+        )
+        for n in sorted({check_int("switch_steps", n) for n in switch_steps})
+    )
     ok = [(r.switch_step, r.catch_up_steps) for r in runs if r.catch_up_steps is not None]
-    slope = (float(np.polyfit(np.log([a for a, _ in ok]), np.log([b for _, b in ok]), 1)[0])
-             if len(ok) >= 2 else None)
-    return CatchUpScaling(s=fsl.s, beta=fsl.beta, task_class=fsl.task_class, runs=runs,
-                          measured_exponent=slope,
-                          predicted_exponent=fsl.s / (1.0 - 1.0 / fsl.beta))
+    slope = (
+        float(np.polyfit(np.log([a for a, _ in ok]), np.log([b for _, b in ok]), 1)[0])
+        if len(ok) >= 2
+        else None
+    )
+    return CatchUpScaling(
+        s=fsl.s,
+        beta=fsl.beta,
+        task_class=fsl.task_class,
+        runs=runs,
+        measured_exponent=slope,
+        predicted_exponent=fsl.s / (1.0 - 1.0 / fsl.beta),
+    )

@@ -10,11 +10,12 @@ knee, whose pre-asymptotic drift makes the fitted slope converge slowly (e.g. 0.
 at a=2, b=3 over D = 2^10..2^20 with factor 1.1, against 0.346 with factor 2). The slope of ``log B*`` against ``log D`` is compared
 with the corollary's ``1 - a / min(b, 2a + 1)`` for ``b > a`` and 0 (``B* = 1``) for ``b <= a``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -89,15 +90,23 @@ class CBSScaling:
         """A JSON-ready summary (each point's per-batch table only when ``with_batches``)."""
         pts = []
         for p in self.points:
-            row = {"data_size": p.data_size, "critical_batch_size": p.critical_batch_size,
-                   "optimal_batch": p.optimal_batch, "optimal_lr": p.optimal_lr,
-                   "optimal_risk": p.optimal_risk}
+            row = {
+                "data_size": p.data_size,
+                "critical_batch_size": p.critical_batch_size,
+                "optimal_batch": p.optimal_batch,
+                "optimal_lr": p.optimal_lr,
+                "optimal_risk": p.optimal_risk,
+            }
             if with_batches:
                 row["batches"] = [dataclasses.asdict(br) for br in p.batches]
             pts.append(row)
         return {
-            "a": self.a, "b": self.b, "noise": self.noise, "dim": self.dim,
-            "risk_factor": self.risk_factor, "regime": self.regime,
+            "a": self.a,
+            "b": self.b,
+            "noise": self.noise,
+            "dim": self.dim,
+            "risk_factor": self.risk_factor,
+            "regime": self.regime,
             "predicted_exponent": self.predicted_exponent,
             "measured_exponent": self.measured_exponent,
             "abs_error": abs(self.measured_exponent - self.predicted_exponent),
@@ -109,8 +118,9 @@ class CBSScaling:
         }
 
 
-def best_risk_at_batch(problem: LinRegProblem, data_size: int, batch: int, *,
-                       dtype: str = "float32") -> BatchRisk:
+def best_risk_at_batch(
+    problem: LinRegProblem, data_size: int, batch: int, *, dtype: str = "float32"
+) -> BatchRisk:
     """Minimise the averaged iterate's final risk over the learning rate at one (D, B).
 
     Learning rates are searched up to ``min(stability limit, 1 / lambda_1)``, the step-size
@@ -141,8 +151,8 @@ def best_risk_at_batch(problem: LinRegProblem, data_size: int, batch: int, *,
     rs = np.concatenate([r_c, r_f])[idx]
     k = int(np.nanargmin(rs))
     best_lr, best = float(lrs[k]), float(rs[k])
-    if 0 < k < len(lrs) - 1 and np.all(np.isfinite(rs[k - 1:k + 2])):
-        vertex = _parabola_min(np.log(lrs[k - 1:k + 2]), np.log(rs[k - 1:k + 2]))
+    if 0 < k < len(lrs) - 1 and np.all(np.isfinite(rs[k - 1 : k + 2])):
+        vertex = _parabola_min(np.log(lrs[k - 1 : k + 2]), np.log(rs[k - 1 : k + 2]))
         if vertex is not None:
             best_lr, best = float(np.exp(vertex[0])), float(min(best, np.exp(vertex[1])))
     return BatchRisk(batch=batch, steps=steps, lr=best_lr, risk=best, stable_lr=float(lr_stable))
@@ -161,8 +171,9 @@ def _parabola_min(x, y):
     return xv, y1 + d01 * (xv - x1) + curv * (xv - x0) * (xv - x1)
 
 
-def critical_batch_size(problem: LinRegProblem, data_size: int, *, risk_factor: float = 2.0,
-                        dtype: str = "float32") -> CBSPoint:
+def critical_batch_size(
+    problem: LinRegProblem, data_size: int, *, risk_factor: float = 2.0, dtype: str = "float32"
+) -> CBSPoint:
     """``B*(D)``: the largest batch whose best risk is within ``risk_factor * R*(D)``.
 
     Batches are visited from ``D / 2`` downwards in factors of 2 and the descent stops once the
@@ -209,11 +220,18 @@ def critical_batch_size(problem: LinRegProblem, data_size: int, *, risk_factor: 
         b_star = float(b_in)
     # the small-batch region is flat, so its argmin is arbitrary: report the smallest batch
     # within _FLAT of the best risk as the risk-optimal one
-    best = min((rows[b] for b in ordered if rows[b].risk <= (1.0 + _FLAT) * best_risk),
-               key=lambda r: r.batch)
-    return CBSPoint(data_size=D, critical_batch_size=b_star, optimal_batch=best.batch,
-                    optimal_lr=best.lr, optimal_risk=best.risk,
-                    batches=tuple(rows[b] for b in ordered))
+    best = min(
+        (rows[b] for b in ordered if rows[b].risk <= (1.0 + _FLAT) * best_risk),
+        key=lambda r: r.batch,
+    )
+    return CBSPoint(
+        data_size=D,
+        critical_batch_size=b_star,
+        optimal_batch=best.batch,
+        optimal_lr=best.lr,
+        optimal_risk=best.risk,
+        batches=tuple(rows[b] for b in ordered),
+    )
 
 
 def default_dim(a: float, b: float, max_data_size: int) -> int:
@@ -227,22 +245,32 @@ def default_dim(a: float, b: float, max_data_size: int) -> int:
     return int(min(max(256, frontier * 100.0 ** (1.0 / (b - 1.0))), 8192))
 
 
-def cbs_scaling(a: float, b: float, *, noise: float = 1.0,
-                data_sizes: Sequence[int] | None = None, dim: int | None = None,
-                risk_factor: float = 2.0, dtype: str = "float32") -> CBSScaling:
+def cbs_scaling(
+    a: float,
+    b: float,
+    *,
+    noise: float = 1.0,
+    data_sizes: Sequence[int] | None = None,
+    dim: int | None = None,
+    risk_factor: float = 2.0,
+    dtype: str = "float32",
+) -> CBSScaling:
     """Measure ``B*(D)`` over ``data_sizes`` (default ``2^10 .. 2^18``) and fit its exponent."""
     a = check_number("a", a, gt=1.0, why="capacity exponent; the spectrum i^-a must be summable")
     b = check_number("b", b, gt=1.0, why="source exponent; the initial risk must be finite")
     if data_sizes is None:
-        data_sizes = [2 ** k for k in range(10, 19, 2)]
+        data_sizes = [2**k for k in range(10, 19, 2)]
     data_sizes = sorted({check_int("data_sizes", d, ge=16) for d in data_sizes})
     if len(data_sizes) < 2:
-        raise TheoryInputError("data_sizes must hold at least two distinct sizes to fit an exponent")
+        raise TheoryInputError(
+            "data_sizes must hold at least two distinct sizes to fit an exponent"
+        )
     if dim is None:
         dim = default_dim(a, b, data_sizes[-1])
     problem = LinRegProblem(a=a, b=b, noise=noise, dim=dim)
-    points = tuple(critical_batch_size(problem, D, risk_factor=risk_factor, dtype=dtype)
-                   for D in data_sizes)
+    points = tuple(
+        critical_batch_size(problem, D, risk_factor=risk_factor, dtype=dtype) for D in data_sizes
+    )
     x = np.log([p.data_size for p in points])
     y = np.log([p.critical_batch_size for p in points])
     slope, icpt = np.polyfit(x, y, 1)
@@ -252,7 +280,15 @@ def cbs_scaling(a: float, b: float, *, noise: float = 1.0,
         regime = "a < b < 2a+1: B* ~ D^(1 - a/b)"
     else:
         regime = "b >= 2a+1: B* ~ D^(1 - a/(2a+1))"
-    return CBSScaling(a=a, b=b, noise=float(noise), dim=int(dim), risk_factor=float(risk_factor),
-                      points=points, measured_exponent=float(slope),
-                      measured_prefactor=float(np.exp(icpt)),
-                      predicted_exponent=predicted_cbs_exponent(a, b), regime=regime)
+    return CBSScaling(
+        a=a,
+        b=b,
+        noise=float(noise),
+        dim=int(dim),
+        risk_factor=float(risk_factor),
+        points=points,
+        measured_exponent=float(slope),
+        measured_prefactor=float(np.exp(icpt)),
+        predicted_exponent=predicted_cbs_exponent(a, b),
+        regime=regime,
+    )

@@ -1,4 +1,5 @@
 """The one error type the theory lab raises for bad input, and small checks."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,16 @@ class TheoryInputError(ValueError):
     """A bad parameter for a theory computation; the message names it and says what is allowed."""
 
 
-def check_number(name: str, value: Any, *, gt: float | None = None, ge: float | None = None,
-                 le: float | None = None, lt: float | None = None, why: str = "") -> float:
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    why: str = "",
+) -> float:
     """Return ``value`` as a finite float, or raise naming ``name`` and the allowed range."""
     try:
         x = float(value)
@@ -25,8 +34,13 @@ def check_number(name: str, value: Any, *, gt: float | None = None, ge: float | 
         bounds.append(f"< {lt:g}")
     if le is not None:
         bounds.append(f"<= {le:g}")
-    bad = (not math.isfinite(x) or (gt is not None and not x > gt) or (ge is not None and not x >= ge)
-           or (lt is not None and not x < lt) or (le is not None and not x <= le))
+    bad = (
+        not math.isfinite(x)
+        or (gt is not None and not x > gt)
+        or (ge is not None and not x >= ge)
+        or (lt is not None and not x < lt)
+        or (le is not None and not x <= le)
+    )
     if bad:
         rule = " and ".join(bounds) if bounds else "finite"
         tail = f" ({why})" if why else ""

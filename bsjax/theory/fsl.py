@@ -1,12 +1,12 @@
-"""Functional scaling law (FSL) for LR and batch-size schedules (NOTES section 4).
+"""Functional scaling law (FSL) for LR and batch-size schedules (docs/science.md section 4).
 
-The form implemented (secondary reading of Wang et al. 2026 / Li et al. 2025, as NOTES says)::
+The form implemented (secondary reading of Wang et al. 2026 / Li et al. 2025, as docs/science.md says)::
 
     L(t) = M^(-s beta) + e(t) + integral_0^t K(t - z) (e(z) + sigma^2) lr(z) / b(z) dz
 
 with intrinsic time ``t = sum of learning rates``, signal ``e(t) = A (t_e + t)^-s`` and forgetting
-kernel ``K(u) = C (t_K + u)^-(2 - 1/beta)``. NOTES' form is ``A = C = t_e = t_K = 1``, the
-default. ``L`` here is the excess loss (the constant ``sigma^2/2`` of NOTES is dropped); the
+kernel ``K(u) = C (t_K + u)^-(2 - 1/beta)``. The form of docs/science.md is ``A = C = t_e = t_K = 1``, the
+default. ``L`` here is the excess loss (the constant ``sigma^2/2`` of docs/science.md is dropped); the
 ``M^(-s beta)`` model-size term is added only when ``model_size`` is given.
 
 Link to the linear-regression model of :mod:`bsjax.theory.linreg`: mode ``i`` decays as
@@ -20,6 +20,7 @@ picks the offsets so that ``e(0)`` matches the initial risk and ``integral_0^inf
 ``sum_i lambda_i / 2`` (which sets the constant-LR noise floor). Under this map the FSL's
 easy/hard boundary ``s = 1 - 1/beta`` is ``b = a``, the boundary of Corollary 6.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,14 +70,19 @@ class FSL:
         return self.signal_scale * (self.signal_offset + np.asarray(t, float)) ** -self.s
 
     def kernel(self, u):
-        return self.kernel_scale * (self.kernel_offset + np.asarray(u, float)) ** -self.kernel_exponent
+        return (
+            self.kernel_scale * (self.kernel_offset + np.asarray(u, float)) ** -self.kernel_exponent
+        )
 
     def kernel_integral(self, u0, u1):
         """``integral_{u0}^{u1} K(u) du`` in closed form."""
         p1 = self.kernel_exponent - 1.0
         c = self.kernel_offset
-        return self.kernel_scale * ((c + np.asarray(u0, float)) ** -p1
-                                    - (c + np.asarray(u1, float)) ** -p1) / p1
+        return (
+            self.kernel_scale
+            * ((c + np.asarray(u0, float)) ** -p1 - (c + np.asarray(u1, float)) ** -p1)
+            / p1
+        )
 
     def floor(self) -> float:
         return 0.0 if self.model_size is None else float(self.model_size) ** (-self.s * self.beta)
@@ -116,7 +122,7 @@ class FSL:
 
     # -- constructors -------------------------------------------------------
     @classmethod
-    def from_linreg(cls, problem) -> "FSL":
+    def from_linreg(cls, problem) -> FSL:
         """FSL matched to a :class:`~bsjax.theory.linreg.LinRegProblem` (see the module docstring)."""
         a, b = float(problem.a), float(problem.b)
         s = (b - 1.0) / a
@@ -124,12 +130,17 @@ class FSL:
         lam = problem.eigenvalues()
         e0 = float(lam @ problem.initial_error())
         k_total = float(lam.sum()) / 2.0  # integral of K over [0, inf): sets the noise floor
-        sig_scale = math.gamma(s) / a * 2.0 ** -s
-        ker_scale = math.gamma(p) / a * 2.0 ** -p
-        return cls(s=s, beta=a, noise=float(problem.noise),
-                   signal_scale=sig_scale, signal_offset=(sig_scale / e0) ** (1.0 / s),
-                   kernel_scale=ker_scale,
-                   kernel_offset=((p - 1.0) * k_total / ker_scale) ** (1.0 / (1.0 - p)))
+        sig_scale = math.gamma(s) / a * 2.0**-s
+        ker_scale = math.gamma(p) / a * 2.0**-p
+        return cls(
+            s=s,
+            beta=a,
+            noise=float(problem.noise),
+            signal_scale=sig_scale,
+            signal_offset=(sig_scale / e0) ** (1.0 / s),
+            kernel_scale=ker_scale,
+            kernel_offset=((p - 1.0) * k_total / ker_scale) ** (1.0 / (1.0 - p)),
+        )
 
 
 def classify_task(s: float, beta: float) -> str:
@@ -140,7 +151,7 @@ def classify_task(s: float, beta: float) -> str:
 
 
 def predicted_switch_exponent(s: float, beta: float) -> float:
-    """Exponent of ``(D - P*)/D`` against ``D`` for the best two-phase switch (NOTES section 4).
+    """Exponent of ``(D - P*)/D`` against ``D`` for the best two-phase switch (docs/science.md section 4).
 
     ``-(1 - 1/beta - s) / (2 - 1/beta)`` for hard tasks; 0 for easy tasks (the large-batch phase
     keeps a fixed fraction of the data). Derivation: after the switch the accumulated small-batch
@@ -163,11 +174,13 @@ def quadrature(z0: float, z1: float, t: float, head: float = 1.0, tail: float = 
         return np.zeros(0), np.zeros(0)
     n_head = int(math.ceil(math.log2(max(z1, head) / head + 1.0))) + 1
     n_tail = int(math.ceil(math.log2(max(t - z0, tail) / tail + 1.0))) + 1
-    cuts = np.concatenate([
-        [z0, z1],
-        head * (2.0 ** np.arange(n_head) - 1.0),
-        t - tail * (2.0 ** np.arange(n_tail) - 1.0),
-    ])
+    cuts = np.concatenate(
+        [
+            [z0, z1],
+            head * (2.0 ** np.arange(n_head) - 1.0),
+            t - tail * (2.0 ** np.arange(n_tail) - 1.0),
+        ]
+    )
     cuts = np.unique(np.clip(cuts, z0, z1))
     lo, hi = cuts[:-1], cuts[1:]
     half = 0.5 * (hi - lo)

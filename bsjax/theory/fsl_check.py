@@ -4,10 +4,11 @@ The FSL matched to a problem (:meth:`FSL.from_linreg`) predicts the last iterate
 up to constant factors, so the useful check is the ratio ``FSL / exact`` along training: it should
 stay bounded and roughly flat within each phase of a schedule, not tend to 1.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,20 +35,29 @@ class FSLComparison:
         for g, name in enumerate(self.names):
             r = self.ratio_GR[g, 1:]
             out["schedules"][name] = {
-                "exact": self.exact_GR[g].tolist(), "fsl": self.fsl_GR[g].tolist(),
+                "exact": self.exact_GR[g].tolist(),
+                "fsl": self.fsl_GR[g].tolist(),
                 "ratio": self.ratio_GR[g].tolist(),
-                "ratio_min": float(r.min()), "ratio_max": float(r.max()),
+                "ratio_min": float(r.min()),
+                "ratio_max": float(r.max()),
                 "ratio_final": float(r[-1]),
             }
         return out
 
 
-def compare_fsl_exact(problem: LinRegProblem, schedules: Sequence[Schedule],
-                      names: Sequence[str] | None = None, *, num_records: int = 60,
-                      fsl: FSL | None = None) -> FSLComparison:
+def compare_fsl_exact(
+    problem: LinRegProblem,
+    schedules: Sequence[Schedule],
+    names: Sequence[str] | None = None,
+    *,
+    num_records: int = 60,
+    fsl: FSL | None = None,
+) -> FSLComparison:
     """Exact last-iterate risk and FSL loss of each schedule at ``num_records`` shared steps."""
     schedules = list(schedules)
-    names = tuple(names) if names is not None else tuple(f"schedule_{i}" for i in range(len(schedules)))
+    names = (
+        tuple(names) if names is not None else tuple(f"schedule_{i}" for i in range(len(schedules)))
+    )
     fsl = FSL.from_linreg(problem) if fsl is None else fsl
     curves = risk_curves(problem, schedules, num_records=num_records)
     steps = curves.steps_R

@@ -27,12 +27,13 @@ would round to 1 in float32), so the per-step relative rounding is ~6e-8 and sta
 ``steps * 6e-8`` over a run (< 1e-3 for 10^4 steps); the scalar sum ``P`` is Kahan-compensated.
 ``dtype="float64"`` reruns the same code under ``jax.enable_x64`` for long runs or checks.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,10 +55,18 @@ class LinRegProblem:
     dim: int = 1000
 
     def __post_init__(self):
-        check_number("a", self.a, gt=1.0, why="capacity exponent of lambda_i = i^-a; the spectrum "
-                     "must be summable")
-        check_number("b", self.b, gt=1.0, why="source exponent of lambda_i <v_i, w*>^2 = i^-b; the "
-                     "initial risk must be finite")
+        check_number(
+            "a",
+            self.a,
+            gt=1.0,
+            why="capacity exponent of lambda_i = i^-a; the spectrum must be summable",
+        )
+        check_number(
+            "b",
+            self.b,
+            gt=1.0,
+            why="source exponent of lambda_i <v_i, w*>^2 = i^-b; the initial risk must be finite",
+        )
         check_number("noise", self.noise, ge=0.0, why="the label-noise variance sigma^2")
         check_int("dim", self.dim, ge=1)
 
@@ -108,9 +117,16 @@ class RiskCurves:
         return self.averaged_GR[:, -1]
 
 
-def risk_curves(problem: LinRegProblem, schedules: Schedule | Sequence[Schedule], *,
-                average_from: int = 0, num_records: int = 100, record_every: int | None = None,
-                dtype: str = "float32", block: int | None = None) -> RiskCurves:
+def risk_curves(
+    problem: LinRegProblem,
+    schedules: Schedule | Sequence[Schedule],
+    *,
+    average_from: int = 0,
+    num_records: int = 100,
+    record_every: int | None = None,
+    dtype: str = "float32",
+    block: int | None = None,
+) -> RiskCurves:
     """Exact risk curves of SGD for each schedule (see the module docstring).
 
     ``num_records`` evenly spaced records (or one every ``record_every`` steps) up to the longest
@@ -130,7 +146,8 @@ def risk_curves(problem: LinRegProblem, schedules: Schedule | Sequence[Schedule]
     if average_from >= n_G.min():
         raise TheoryInputError(
             f"average_from={average_from} must be smaller than every schedule's step count "
-            f"(shortest: {n_G.min()})")
+            f"(shortest: {n_G.min()})"
+        )
     max_steps = int(n_G.max())
     if max_steps >= _FROZEN_END:
         raise TheoryInputError(f"schedules must have fewer than {_FROZEN_END} steps")
@@ -151,8 +168,9 @@ def risk_curves(problem: LinRegProblem, schedules: Schedule | Sequence[Schedule]
     m_GR, P_GR = _run_scan(lam_d, s0_d, problem.noise, tables, n_rec, record_every, block, dtype)
 
     # the last record may fall past the longest schedule, whose state is frozen there
-    steps_R = np.minimum(np.concatenate([[0], np.arange(1, n_rec + 1) * record_every]),
-                         max_steps).astype(np.int64)
+    steps_R = np.minimum(
+        np.concatenate([[0], np.arange(1, n_rec + 1) * record_every]), max_steps
+    ).astype(np.int64)
     m0 = float(lam_d @ s0_d)
     last_GR = np.concatenate([np.full((G, 1), m0), m_GR], axis=1)
     count_GR = np.clip(np.minimum(steps_R[None, :], n_G[:, None]) - average_from, 0, None)
@@ -165,9 +183,18 @@ def risk_curves(problem: LinRegProblem, schedules: Schedule | Sequence[Schedule]
     return RiskCurves(steps_R, examples_GR, time_GR, last_GR, averaged_GR, n_G, average_from)
 
 
-def risk_grid(problem: LinRegProblem, lrs, batch_sizes, *, num_steps: int | None = None,
-              examples: int | None = None, average_from: int = 0, num_records: int = 100,
-              dtype: str = "float32", block: int | None = None) -> tuple[RiskCurves, tuple[int, int]]:
+def risk_grid(
+    problem: LinRegProblem,
+    lrs,
+    batch_sizes,
+    *,
+    num_steps: int | None = None,
+    examples: int | None = None,
+    average_from: int = 0,
+    num_records: int = 100,
+    dtype: str = "float32",
+    block: int | None = None,
+) -> tuple[RiskCurves, tuple[int, int]]:
     """Risk curves for every constant (batch size, learning rate) pair; configs ordered B-major.
 
     Give ``num_steps`` (every pair runs that long) or ``examples`` (each pair runs
@@ -175,10 +202,19 @@ def risk_grid(problem: LinRegProblem, lrs, batch_sizes, *, num_steps: int | None
     """
     lrs = [check_number("lrs", g, gt=0.0) for g in np.atleast_1d(lrs)]
     batch_sizes = [check_int("batch_sizes", b) for b in np.atleast_1d(batch_sizes)]
-    scheds = [Schedule.constant(g, b, steps=num_steps, examples=examples)
-              for b in batch_sizes for g in lrs]
-    curves = risk_curves(problem, scheds, average_from=average_from, num_records=num_records,
-                         dtype=dtype, block=block)
+    scheds = [
+        Schedule.constant(g, b, steps=num_steps, examples=examples)
+        for b in batch_sizes
+        for g in lrs
+    ]
+    curves = risk_curves(
+        problem,
+        scheds,
+        average_from=average_from,
+        num_records=num_records,
+        dtype=dtype,
+        block=block,
+    )
     return curves, (len(batch_sizes), len(lrs))
 
 
@@ -217,7 +253,10 @@ def _segment_tables(schedules: Sequence[Schedule], average_from: int):
         row, start = [], 0
         for seg in sched.segments:
             end = start + seg.steps
-            for lo, hi, w in ((start, min(end, average_from), 0.0), (max(start, average_from), end, 1.0)):
+            for lo, hi, w in (
+                (start, min(end, average_from), 0.0),
+                (max(start, average_from), end, 1.0),
+            ):
                 if hi > lo:
                     row.append((hi, seg.lr, 1.0 / seg.batch, w))
             start = end
@@ -247,12 +286,20 @@ def _run_scan(lam_d, s0_d, noise, tables, n_rec, record_every, block, dtype):
     float_np = np.float64 if dtype == "float64" else np.float32
     unroll = 4 if record_every % 4 == 0 else 1
     with jax.enable_x64(dtype == "float64"):
-        args = (jnp.asarray(lam_d, float_np), jnp.asarray(s0_d, float_np), jnp.asarray(noise, float_np),
-                blocked(np.minimum(end_GK, _FROZEN_END).astype(np.int32)),
-                blocked(lr_GK.astype(float_np)), blocked(invb_GK.astype(float_np)),
-                blocked(w_GK.astype(float_np)), jnp.int32(record_every))
+        args = (
+            jnp.asarray(lam_d, float_np),
+            jnp.asarray(s0_d, float_np),
+            jnp.asarray(noise, float_np),
+            blocked(np.minimum(end_GK, _FROZEN_END).astype(np.int32)),
+            blocked(lr_GK.astype(float_np)),
+            blocked(invb_GK.astype(float_np)),
+            blocked(w_GK.astype(float_np)),
+            jnp.int32(record_every),
+        )
         if n_dev == 1:
-            m, P = _scan_jit(*args[:3], *(a[0] for a in args[3:7]), args[7], n_rec=n_rec, unroll=unroll)
+            m, P = _scan_jit(
+                *args[:3], *(a[0] for a in args[3:7]), args[7], n_rec=n_rec, unroll=unroll
+            )
             m, P = m[None], P[None]
         else:
             m, P = _scan_pmap(n_rec, unroll, n_dev)(*args)
@@ -264,10 +311,12 @@ def _run_scan(lam_d, s0_d, noise, tables, n_rec, record_every, block, dtype):
     return m, P
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scan_pmap(n_rec: int, unroll: int, n_dev: int):
     fn = functools.partial(_scan_jit, n_rec=n_rec, unroll=unroll)
-    return jax.pmap(fn, in_axes=(None, None, None, 0, 0, 0, 0, None), devices=jax.local_devices()[:n_dev])
+    return jax.pmap(
+        fn, in_axes=(None, None, None, 0, 0, 0, 0, None), devices=jax.local_devices()[:n_dev]
+    )
 
 
 def _dot(x, y):
@@ -311,8 +360,9 @@ def _scan_jit(lam_d, s0_d, noise, end_NbK, lr_NbK, invb_NbK, w_NbK, record_every
 
             def chunk(i, carry):
                 for j in range(unroll):  # manual unroll: the trip count is dynamic
-                    carry = step_b(*carry, lam_d, noise, t0 + i * unroll + j,
-                                   end_bK, lr_bK, invb_bK, w_bK)
+                    carry = step_b(
+                        *carry, lam_d, noise, t0 + i * unroll + j, end_bK, lr_bK, invb_bK, w_bK
+                    )
                 return carry
 
             carry = jax.lax.fori_loop(0, record_every // unroll, chunk, carry)
@@ -326,8 +376,9 @@ def _scan_jit(lam_d, s0_d, noise, end_NbK, lr_NbK, invb_NbK, w_NbK, record_every
     return jax.lax.map(run_block, (end_NbK, lr_NbK, invb_NbK, w_NbK))
 
 
-def risk_curves_reference(problem: LinRegProblem, schedules: Sequence[Schedule], *,
-                          average_from: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def risk_curves_reference(
+    problem: LinRegProblem, schedules: Sequence[Schedule], *, average_from: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The same recursion as a plain float64 NumPy loop over steps (a check and a speed baseline).
 
     Written in the textbook form (``q = 1 - lr lambda``, ``rho = q^2 + lr^2 lambda^2 / B``).
@@ -340,8 +391,8 @@ def risk_curves_reference(problem: LinRegProblem, schedules: Sequence[Schedule],
     invb_GT = np.zeros((G, T))
     for g, sched in enumerate(schedules):
         lr_T, b_T = sched.per_step()
-        lr_GT[g, :len(lr_T)] = lr_T
-        invb_GT[g, :len(b_T)] = 1.0 / b_T
+        lr_GT[g, : len(lr_T)] = lr_T
+        invb_GT[g, : len(b_T)] = 1.0 / b_T
     n_G = np.array([s.num_steps for s in schedules])
     s_Gd = np.tile(s0_d, (G, 1))
     c_Gd = np.zeros_like(s_Gd)
@@ -353,11 +404,12 @@ def risk_curves_reference(problem: LinRegProblem, schedules: Sequence[Schedule],
         m_G = s_Gd @ lam_d
         w_G = ((t >= average_from) & (t < n_G)).astype(float)
         P_G = P_G + w_G * (2.0 * (c_Gd @ lam_d) + m_G)
-        lr, invb = lr_GT[:, t:t + 1], invb_GT[:, t:t + 1]
+        lr, invb = lr_GT[:, t : t + 1], invb_GT[:, t : t + 1]
         q_Gd = 1.0 - lr * lam_d
         c_Gd = q_Gd * (c_Gd + w_G[:, None] * s_Gd)
-        s_Gd = ((q_Gd ** 2 + lr ** 2 * lam_d ** 2 * invb) * s_Gd
-                + lr ** 2 * invb * lam_d * (m_G[:, None] + problem.noise))
+        s_Gd = (q_Gd**2 + lr**2 * lam_d**2 * invb) * s_Gd + lr**2 * invb * lam_d * (
+            m_G[:, None] + problem.noise
+        )
         last_GT[:, t + 1] = s_Gd @ lam_d
         count = np.minimum(t + 1, n_G) - average_from
         avg_GT[:, t + 1] = np.where(count > 0, P_G / np.maximum(count, 1) ** 2, last_GT[:, t + 1])

@@ -3,6 +3,7 @@
 A check on :mod:`bsjax.theory.linreg`: the same model and SGD, simulated ``num_runs`` times with
 fresh data; the mean risk with its standard error should bracket the exact recursion.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,24 +32,41 @@ class MonteCarloCurves:
     num_runs: int
 
 
-def monte_carlo_risk(problem: LinRegProblem, schedule: Schedule, *, num_runs: int = 1000,
-                     seed: int = 0, average_from: int = 0) -> MonteCarloCurves:
+def monte_carlo_risk(
+    problem: LinRegProblem,
+    schedule: Schedule,
+    *,
+    num_runs: int = 1000,
+    seed: int = 0,
+    average_from: int = 0,
+) -> MonteCarloCurves:
     """Simulate SGD ``num_runs`` times on fresh Gaussian data (``w_0 = 0``, ``w*`` = ``problem.target()``)."""
     num_runs = check_int("num_runs", num_runs, ge=2)
     average_from = check_int("average_from", average_from, ge=0)
     if average_from >= schedule.num_steps:
-        raise TheoryInputError(f"average_from={average_from} must be < the schedule's "
-                               f"{schedule.num_steps} steps")
+        raise TheoryInputError(
+            f"average_from={average_from} must be < the schedule's {schedule.num_steps} steps"
+        )
     lam_d = jnp.asarray(problem.eigenvalues(), jnp.float32)
     wstar_d = jnp.asarray(problem.target(), jnp.float32)
     lr_T, batch_T = schedule.per_step()
     last_TN, avg_TN = _simulate(
-        lam_d, wstar_d, jax.random.key(seed), jnp.float32(float(problem.noise) ** 0.5),
-        jnp.asarray(lr_T, jnp.float32), jnp.asarray(batch_T, jnp.int32), average_from,
-        num_runs=num_runs, max_batch=int(batch_T.max()))
+        lam_d,
+        wstar_d,
+        jax.random.key(seed),
+        jnp.float32(float(problem.noise) ** 0.5),
+        jnp.asarray(lr_T, jnp.float32),
+        jnp.asarray(batch_T, jnp.int32),
+        average_from,
+        num_runs=num_runs,
+        max_batch=int(batch_T.max()),
+    )
     last_TN = np.asarray(last_TN, np.float64)
     avg_TN = np.asarray(avg_TN, np.float64)
-    sem = lambda x: x.std(axis=1, ddof=1) / np.sqrt(num_runs)
+
+    def sem(x):
+        return x.std(axis=1, ddof=1) / np.sqrt(num_runs)
+
     return MonteCarloCurves(last_TN.mean(1), sem(last_TN), avg_TN.mean(1), sem(avg_TN), num_runs)
 
 
@@ -70,10 +88,14 @@ def _simulate(lam_d, wstar_d, key, noise_std, lr_T, batch_T, average_from, *, nu
     T = lr_T.shape[0]
     kx, kn = jax.random.split(key)
     # all the data up front, drawn flat (XLA compiles a many-dimensional threefry draw very slowly)
-    x_TNBd = jax.random.normal(kx, (T * num_runs * max_batch * d,)).reshape(
-        T, num_runs, max_batch, d) * sqrt_lam_d
-    xi_TNB = jax.random.normal(kn, (T * num_runs * max_batch,)).reshape(
-        T, num_runs, max_batch) * noise_std
+    x_TNBd = (
+        jax.random.normal(kx, (T * num_runs * max_batch * d,)).reshape(T, num_runs, max_batch, d)
+        * sqrt_lam_d
+    )
+    xi_TNB = (
+        jax.random.normal(kn, (T * num_runs * max_batch,)).reshape(T, num_runs, max_batch)
+        * noise_std
+    )
 
     def step(carry, inp):
         e, u = carry

@@ -1,6 +1,6 @@
 """Batch-size schedules that minimise the FSL's final loss under a fixed data budget.
 
-Setting (NOTES section 4): constant learning rate ``lr``, so intrinsic time is ``t = lr * steps``;
+Setting (docs/science.md section 4): constant learning rate ``lr``, so intrinsic time is ``t = lr * steps``;
 a schedule is a batch size ``b(z)`` over intrinsic time ``z in [0, T]`` using
 ``sum_k b_k = integral b(z) dz / lr = D`` examples. The final loss is
 
@@ -12,12 +12,13 @@ takes the ``b`` minimising ``w_T(z) / b + mu b``, i.e. ``b(z) = sqrt(w_T(z) / mu
 bisection so that the budget is met, and ``T`` by a 1-D search. The bucketed schedule is then
 rounded to whole steps and corrected so that it uses exactly ``D`` examples.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from functools import reduce
-from typing import Sequence
 
 import numpy as np
 from scipy import optimize
@@ -68,15 +69,23 @@ class BucketSchedule:
     relaxed_loss: float
 
     def to_json(self) -> dict:
-        return {"segments": [{"batch": s.batch, "steps": s.steps, "examples": s.steps * s.batch}
-                             for s in self.schedule.segments],
-                "examples": self.schedule.num_examples, "data_size": self.data_size,
-                "steps": self.schedule.num_steps, "loss": self.loss,
-                "relaxed_loss": self.relaxed_loss, "buckets": list(self.buckets)}
+        return {
+            "segments": [
+                {"batch": s.batch, "steps": s.steps, "examples": s.steps * s.batch}
+                for s in self.schedule.segments
+            ],
+            "examples": self.schedule.num_examples,
+            "data_size": self.data_size,
+            "steps": self.schedule.num_steps,
+            "loss": self.loss,
+            "relaxed_loss": self.relaxed_loss,
+            "buckets": list(self.buckets),
+        }
 
 
-def optimal_continuous_schedule(fsl: FSL, *, lr: float, data_size: int, min_batch: float = 1.0,
-                                max_batch: float | None = None) -> ContinuousSchedule:
+def optimal_continuous_schedule(
+    fsl: FSL, *, lr: float, data_size: int, min_batch: float = 1.0, max_batch: float | None = None
+) -> ContinuousSchedule:
     """Minimise the FSL final loss over continuous ``b(z)`` in ``[min_batch, max_batch]`` (see module)."""
     lr, D, b_lo, b_hi = _check_budget(lr, data_size, min_batch, max_batch)
     t_lo, t_hi = lr * D / b_hi, lr * D / b_lo
@@ -91,13 +100,22 @@ def optimal_continuous_schedule(fsl: FSL, *, lr: float, data_size: int, min_batc
     z, w, b, loss = solve(T)
     examples = np.cumsum(w * b) / lr
     at_min = float(np.sum(w[b <= b_lo * (1 + 1e-9)]) / T)
-    return ContinuousSchedule(total_time=T, lr=lr, data_size=D, time_N=z, batch_N=b,
-                              examples_N=examples, loss=loss, min_batch=b_lo,
-                              fraction_at_min=at_min)
+    return ContinuousSchedule(
+        total_time=T,
+        lr=lr,
+        data_size=D,
+        time_N=z,
+        batch_N=b,
+        examples_N=examples,
+        loss=loss,
+        min_batch=b_lo,
+        fraction_at_min=at_min,
+    )
 
 
-def optimal_bucket_schedule(fsl: FSL, *, lr: float, data_size: int,
-                            buckets: Sequence[int]) -> BucketSchedule:
+def optimal_bucket_schedule(
+    fsl: FSL, *, lr: float, data_size: int, buckets: Sequence[int]
+) -> BucketSchedule:
     """Minimise the FSL final loss over piecewise-constant schedules with batches in ``buckets``.
 
     The result uses exactly ``data_size`` examples in whole steps (``data_size`` must be a multiple
@@ -109,8 +127,10 @@ def optimal_bucket_schedule(fsl: FSL, *, lr: float, data_size: int,
     lr, D, _, _ = _check_budget(lr, data_size, buckets[0], buckets[-1])
     g = reduce(math.gcd, buckets)
     if D % g:
-        raise TheoryInputError(f"data_size D={D} cannot be split exactly into batches of sizes "
-                               f"{list(buckets)}: make D a multiple of their gcd {g}")
+        raise TheoryInputError(
+            f"data_size D={D} cannot be split exactly into batches of sizes "
+            f"{list(buckets)}: make D a multiple of their gcd {g}"
+        )
     b_K = np.array(buckets, float)
 
     def pick(wt, mu):
@@ -125,8 +145,13 @@ def optimal_bucket_schedule(fsl: FSL, *, lr: float, data_size: int,
     T = _argmin_log(lambda T: solve(T)[3], lr * D / buckets[-1], lr * D / buckets[0])
     z, w, b, relaxed = solve(T)
     schedule = _to_whole_steps(z, w, b, lr, D, buckets)
-    return BucketSchedule(schedule=schedule, data_size=D, buckets=buckets,
-                          loss=fsl.final_loss(schedule), relaxed_loss=relaxed)
+    return BucketSchedule(
+        schedule=schedule,
+        data_size=D,
+        buckets=buckets,
+        loss=fsl.final_loss(schedule),
+        relaxed_loss=relaxed,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,8 +168,9 @@ class SwitchPoint:
     loss_constant_large: float
 
 
-def two_phase_loss(fsl: FSL, lr: float, batch1: float, batch2: float, data_size: float,
-                   switch_examples: float) -> float:
+def two_phase_loss(
+    fsl: FSL, lr: float, batch1: float, batch2: float, data_size: float, switch_examples: float
+) -> float:
     """FSL final loss of ``batch1`` for ``switch_examples`` examples then ``batch2`` (fractional steps)."""
     t1 = lr * switch_examples / batch1
     T = t1 + lr * (data_size - switch_examples) / batch2
@@ -158,16 +184,21 @@ def optimal_switch(fsl: FSL, *, lr: float, batch1: int, batch2: int, data_size: 
     if b2 <= b1:
         raise TheoryInputError(f"batch2 must be larger than batch1={b1}; got {b2}")
     D = check_int("data_size", data_size)
-    if D < b2:
+    if b2 > D:
         raise TheoryInputError(f"data_size D={D} must be >= batch2={b2}")
 
     def loss_of_fraction(f):
         return two_phase_loss(fsl, lr, b1, b2, D, D * (1.0 - f))
 
     f = _argmin_log(loss_of_fraction, b2 / D, 1.0, points=32)
-    return SwitchPoint(data_size=D, switch_examples=D * (1.0 - f), remaining_fraction=f,
-                       loss=loss_of_fraction(f), loss_constant_small=loss_of_fraction(0.0),
-                       loss_constant_large=loss_of_fraction(1.0))
+    return SwitchPoint(
+        data_size=D,
+        switch_examples=D * (1.0 - f),
+        remaining_fraction=f,
+        loss=loss_of_fraction(f),
+        loss_constant_small=loss_of_fraction(0.0),
+        loss_constant_large=loss_of_fraction(1.0),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,26 +211,42 @@ class SwitchScaling:
     predicted_exponent: float
 
     def to_json(self) -> dict:
-        return {"s": self.s, "beta": self.beta, "task_class": self.task_class,
-                "predicted_exponent": self.predicted_exponent,
-                "measured_exponent": self.measured_exponent,
-                "abs_error": abs(self.measured_exponent - self.predicted_exponent),
-                "points": [dataclasses.asdict(p) for p in self.points]}
+        return {
+            "s": self.s,
+            "beta": self.beta,
+            "task_class": self.task_class,
+            "predicted_exponent": self.predicted_exponent,
+            "measured_exponent": self.measured_exponent,
+            "abs_error": abs(self.measured_exponent - self.predicted_exponent),
+            "points": [dataclasses.asdict(p) for p in self.points],
+        }
 
 
-def switch_scaling(fsl: FSL, *, lr: float, batch1: int, batch2: int,
-                   data_sizes: Sequence[int]) -> SwitchScaling:
+def switch_scaling(
+    fsl: FSL, *, lr: float, batch1: int, batch2: int, data_sizes: Sequence[int]
+) -> SwitchScaling:
     """``P*(D)`` over ``data_sizes`` and the slope of ``log((D - P*)/D)`` against ``log D``."""
     data_sizes = sorted({check_int("data_sizes", d) for d in data_sizes})
     if len(data_sizes) < 2:
-        raise TheoryInputError("data_sizes must hold at least two distinct sizes to fit an exponent")
-    pts = tuple(optimal_switch(fsl, lr=lr, batch1=batch1, batch2=batch2, data_size=D)
-                for D in data_sizes)
-    slope = float(np.polyfit(np.log([p.data_size for p in pts]),
-                             np.log([p.remaining_fraction for p in pts]), 1)[0])
-    return SwitchScaling(s=fsl.s, beta=fsl.beta, task_class=fsl.task_class, points=pts,
-                         measured_exponent=slope,
-                         predicted_exponent=predicted_switch_exponent(fsl.s, fsl.beta))
+        raise TheoryInputError(
+            "data_sizes must hold at least two distinct sizes to fit an exponent"
+        )
+    pts = tuple(
+        optimal_switch(fsl, lr=lr, batch1=batch1, batch2=batch2, data_size=D) for D in data_sizes
+    )
+    slope = float(
+        np.polyfit(
+            np.log([p.data_size for p in pts]), np.log([p.remaining_fraction for p in pts]), 1
+        )[0]
+    )
+    return SwitchScaling(
+        s=fsl.s,
+        beta=fsl.beta,
+        task_class=fsl.task_class,
+        points=pts,
+        measured_exponent=slope,
+        predicted_exponent=predicted_switch_exponent(fsl.s, fsl.beta),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +255,7 @@ def _check_budget(lr, data_size, min_batch, max_batch):
     D = check_int("data_size", data_size)
     b_lo = check_number("min_batch", min_batch, gt=0.0)
     b_hi = float(D) if max_batch is None else check_number("max_batch", max_batch, ge=b_lo)
-    if D < b_lo:
+    if b_lo > D:
         raise TheoryInputError(f"data_size D={D} must be >= the smallest batch {b_lo:g}")
     return lr, D, b_lo, min(b_hi, float(D))
 
@@ -222,8 +269,10 @@ def _weights(fsl: FSL, lr: float, T: float):
 
 def _solve_mu(batch_of_mu, w, budget, wt) -> float:
     """Bisection in log(mu) for ``integral b dz = budget`` (``b`` is non-increasing in ``mu``)."""
+
     def spent(log_mu):
         return float(np.sum(w * batch_of_mu(math.exp(log_mu)))) - budget
+
     wmax = float(np.max(wt))
     lo, hi = math.log(wmax) - 120.0, math.log(wmax) + 120.0
     for _ in range(200):
@@ -245,8 +294,9 @@ def _argmin_log(f, lo: float, hi: float, points: int = 24) -> float:
     vals = [f(math.exp(x)) for x in xs]
     j = int(np.argmin(vals))
     a, b = xs[max(j - 1, 0)], xs[min(j + 1, points - 1)]
-    res = optimize.minimize_scalar(lambda x: f(math.exp(x)), bounds=(a, b), method="bounded",
-                                   options={"xatol": 1e-7})
+    res = optimize.minimize_scalar(
+        lambda x: f(math.exp(x)), bounds=(a, b), method="bounded", options={"xatol": 1e-7}
+    )
     best = res.x if res.fun <= vals[j] else xs[j]
     return float(math.exp(best))
 
@@ -276,7 +326,9 @@ def _to_whole_steps(z, w, b, lr, D, buckets) -> Schedule:
         n_J[j] -= 1
         rest += int(batch_J[j])
     else:
-        raise TheoryInputError(f"could not split data_size D={D} exactly into buckets {list(buckets)}")
+        raise TheoryInputError(
+            f"could not split data_size D={D} exactly into buckets {list(buckets)}"
+        )
     for coin, k in counts.items():
         if k == 0:
             continue
@@ -301,7 +353,7 @@ def _to_whole_steps(z, w, b, lr, D, buckets) -> Schedule:
 def _coin_change(total: int, coins: Sequence[int]) -> dict[int, int] | None:
     """Non-negative counts with ``sum count * coin = total`` (fewest coins), or None."""
     if total == 0:
-        return {c: 0 for c in coins}
+        return dict.fromkeys(coins, 0)
     INF = 1 << 60
     best = np.full(total + 1, INF, dtype=np.int64)
     last = np.full(total + 1, -1, dtype=np.int64)
@@ -313,7 +365,7 @@ def _coin_change(total: int, coins: Sequence[int]) -> dict[int, int] | None:
                 last[v] = c
     if best[total] >= INF:
         return None
-    counts = {c: 0 for c in coins}
+    counts = dict.fromkeys(coins, 0)
     v = total
     while v > 0:
         counts[int(last[v])] += 1

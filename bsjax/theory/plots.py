@@ -1,4 +1,5 @@
 """PNG plots of the theory-lab results (matplotlib, Agg backend; imported only by the CLI and scripts)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _save(fig, path) -> Path:
@@ -26,14 +27,23 @@ def plot_cbs_scaling(results, path) -> Path:
     for res in results:
         D = np.array([p.data_size for p in res.points], float)
         B = np.array([p.critical_batch_size for p in res.points])
-        line = ax.loglog(D, B, "o", label=f"a={res.a:g}, b={res.b:g}: measured {res.measured_exponent:.3f}, "
-                                          f"Cor. 6 {res.predicted_exponent:.3f}")[0]
-        ax.loglog(D, res.measured_prefactor * D ** res.measured_exponent, "-", color=line.get_color(), lw=1)
+        line = ax.loglog(
+            D,
+            B,
+            "o",
+            label=f"a={res.a:g}, b={res.b:g}: measured {res.measured_exponent:.3f}, "
+            f"Cor. 6 {res.predicted_exponent:.3f}",
+        )[0]
+        ax.loglog(
+            D, res.measured_prefactor * D**res.measured_exponent, "-", color=line.get_color(), lw=1
+        )
         ref = B[0] * (D / D[0]) ** res.predicted_exponent
         ax.loglog(D, ref, ":", color=line.get_color(), lw=1)
     ax.set_xlabel("data size D (examples)")
     ax.set_ylabel(f"critical batch size B* (risk within x{results[0].risk_factor:g})")
-    ax.set_title("CBS against data size, exact linear-regression risk\n(solid: fit, dotted: Corollary 6 slope)")
+    ax.set_title(
+        "CBS against data size, exact linear-regression risk\n(solid: fit, dotted: Corollary 6 slope)"
+    )
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
@@ -45,7 +55,13 @@ def plot_batch_risk(point, path) -> Path:
     B = [r.batch for r in point.batches]
     R = [r.risk / point.optimal_risk for r in point.batches]
     ax.semilogx(B, R, "o-")
-    ax.axvline(point.critical_batch_size, color="k", ls="--", lw=1, label=f"B* = {point.critical_batch_size:.1f}")
+    ax.axvline(
+        point.critical_batch_size,
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"B* = {point.critical_batch_size:.1f}",
+    )
     ax.set_xlabel("batch size B")
     ax.set_ylabel("best risk / R*(D)")
     ax.set_title(f"D = {point.data_size}")
@@ -58,7 +74,12 @@ def plot_optimal_schedule(continuous, bucketed, path, constant=None) -> Path:
     """Batch size against the fraction of the data budget consumed, continuous and bucketed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     D = continuous.data_size
-    ax.semilogy(continuous.examples_N / D, continuous.batch_N, "-", label=f"continuous b(t), loss {continuous.loss:.4g}")
+    ax.semilogy(
+        continuous.examples_N / D,
+        continuous.batch_N,
+        "-",
+        label=f"continuous b(t), loss {continuous.loss:.4g}",
+    )
     if bucketed is not None:
         x, y, used = [], [], 0
         for seg in bucketed.schedule.segments:
@@ -67,7 +88,12 @@ def plot_optimal_schedule(continuous, bucketed, path, constant=None) -> Path:
             used += seg.steps * seg.batch
         ax.semilogy(x, y, "-", drawstyle="steps-post", label=f"buckets, loss {bucketed.loss:.4g}")
     if constant is not None:
-        ax.axhline(constant[0], color="gray", ls=":", label=f"best constant B={constant[0]}, loss {constant[1]:.4g}")
+        ax.axhline(
+            constant[0],
+            color="gray",
+            ls=":",
+            label=f"best constant B={constant[0]}, loss {constant[1]:.4g}",
+        )
     ax.set_xlabel("fraction of the data budget used")
     ax.set_ylabel("batch size")
     ax.set_title(f"FSL-optimal schedule, D = {D:g} ({continuous.measured_class} by shape)")
@@ -131,12 +157,17 @@ def plot_switch_scaling(results, path) -> Path:
     for res in results:
         D = np.array([p.data_size for p in res.points], float)
         f = np.array([p.remaining_fraction for p in res.points])
-        line = ax.loglog(D, f, "o-", label=f"s={res.s:g}, beta={res.beta:g} ({res.task_class}): "
-                                           f"{res.measured_exponent:.3f} vs {res.predicted_exponent:.3f}")[0]
+        line = ax.loglog(
+            D,
+            f,
+            "o-",
+            label=f"s={res.s:g}, beta={res.beta:g} ({res.task_class}): "
+            f"{res.measured_exponent:.3f} vs {res.predicted_exponent:.3f}",
+        )[0]
         ax.loglog(D, f[-1] * (D / D[-1]) ** res.predicted_exponent, ":", color=line.get_color())
     ax.set_xlabel("data budget D")
     ax.set_ylabel("(D - P*) / D  (fraction after the switch)")
-    ax.set_title("Two-phase switch point (dotted: NOTES section 4 slope)")
+    ax.set_title("Two-phase switch point (dotted: docs/science.md section 4 slope)")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)

@@ -4,10 +4,11 @@ Both theory models (the exact linear-regression recursion and the functional
 scaling law) read a schedule as a list of segments ``(steps, lr, batch)``.
 Intrinsic time is the running sum of learning rates, ``t_k = sum_{j<k} lr_j``.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,8 +42,9 @@ class Schedule:
 
     # -- constructors -------------------------------------------------------
     @classmethod
-    def constant(cls, lr: float, batch: int, *, steps: int | None = None,
-                 examples: int | None = None) -> "Schedule":
+    def constant(
+        cls, lr: float, batch: int, *, steps: int | None = None, examples: int | None = None
+    ) -> Schedule:
         """Constant LR and batch for ``steps`` steps, or for ``examples // batch`` steps."""
         batch = check_int("batch", batch)
         if (steps is None) == (examples is None):
@@ -51,13 +53,15 @@ class Schedule:
             examples = check_int("examples", examples)
             if examples < batch:
                 raise TheoryInputError(
-                    f"examples (the data size D={examples}) must be >= the batch size B={batch}")
+                    f"examples (the data size D={examples}) must be >= the batch size B={batch}"
+                )
             steps = examples // batch
         return cls((Segment(check_int("steps", steps), lr, batch),))
 
     @classmethod
-    def two_phase(cls, lr: float, batch1: int, batch2: int, *, switch_examples: int,
-                  total_examples: int) -> "Schedule":
+    def two_phase(
+        cls, lr: float, batch1: int, batch2: int, *, switch_examples: int, total_examples: int
+    ) -> Schedule:
         """``batch1`` for the first ``switch_examples`` examples, then ``batch2`` up to ``total_examples``.
 
         Step counts are rounded down, so the examples used are at most ``total_examples``;
@@ -68,17 +72,19 @@ class Schedule:
         switch = check_int("switch_examples", switch_examples, ge=0)
         if switch > total:
             raise TheoryInputError(
-                f"switch_examples must be <= total_examples={total}; got {switch}")
+                f"switch_examples must be <= total_examples={total}; got {switch}"
+            )
         n1 = switch // batch1
         n2 = (total - n1 * batch1) // batch2
         segs = [Segment(n, lr, b) for n, b in ((n1, batch1), (n2, batch2)) if n > 0]
         if not segs:
             raise TheoryInputError(
-                f"total_examples={total} is smaller than both batch sizes ({batch1}, {batch2})")
+                f"total_examples={total} is smaller than both batch sizes ({batch1}, {batch2})"
+            )
         return cls(tuple(segs))
 
     @classmethod
-    def from_pairs(cls, pairs: Sequence[tuple[int, int]], lr: float) -> "Schedule":
+    def from_pairs(cls, pairs: Sequence[tuple[int, int]], lr: float) -> Schedule:
         """Segments from ``(batch, steps)`` pairs at one learning rate; pairs with 0 steps are dropped."""
         segs = [Segment(int(n), lr, int(b)) for b, n in pairs if int(n) > 0]
         return cls(tuple(segs))

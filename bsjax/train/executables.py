@@ -12,8 +12,9 @@ import concurrent.futures
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,73 +26,79 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "bsjax" / "jax_compilation_cache"
 
 
 def enable_compilation_cache(cache_dir: str | os.PathLike | None) -> Path | None:
-  """Turn on JAX's persistent compilation cache (``""`` or None: the default folder).
+    """Turn on JAX's persistent compilation cache (``""`` or None: the default folder).
 
-  ``"off"`` leaves it off. Entries are kept whatever their compile time, so
-  even the small CPU executables of tests and demos are reused.
-  """
-  if cache_dir == "off":
-    return None
-  path = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
-  path.mkdir(parents=True, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", str(path))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  return path
+    ``"off"`` leaves it off. Entries are kept whatever their compile time, so
+    even the small CPU executables of tests and demos are reused.
+    """
+    if cache_dir == "off":
+        return None
+    path = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
 
 
 class Executables:
-  """Compiled train steps keyed by bucket (K, M), compiled ahead in the background."""
+    """Compiled train steps keyed by bucket (K, M), compiled ahead in the background."""
 
-  def __init__(self, fns: step_lib.StepFunctions, seq_len: int, background: bool = True,
-               workers: int = 0):
-    self._fns = fns
-    self._seq_len = seq_len
-    self._futures: dict[tuple[int, int], concurrent.futures.Future] = {}
-    # XLA compiles outside the GIL, so a host with cores to spare compiles buckets in
-    # parallel; on a small host one thread keeps the training step its cores.
-    workers = workers or max(1, min(4, (os.cpu_count() or 1) // 4))
-    self._pool = concurrent.futures.ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="compile") if background else None
-    self._lock = threading.Lock()
-    self._finished: list[tuple[tuple[int, int], float]] = []
+    def __init__(
+        self, fns: step_lib.StepFunctions, seq_len: int, background: bool = True, workers: int = 0
+    ):
+        self._fns = fns
+        self._seq_len = seq_len
+        self._futures: dict[tuple[int, int], concurrent.futures.Future] = {}
+        # XLA compiles outside the GIL, so a host with cores to spare compiles buckets in
+        # parallel; on a small host one thread keeps the training step its cores.
+        workers = workers or max(1, min(4, (os.cpu_count() or 1) // 4))
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compile")
+            if background
+            else None
+        )
+        self._lock = threading.Lock()
+        self._finished: list[tuple[tuple[int, int], float]] = []
 
-  def _compile(self, K: int, M: int):
-    start = time.perf_counter()
-    batch = jax.ShapeDtypeStruct((K, M, self._seq_len), jnp.int32,
-                                 sharding=mesh_lib.batch_sharding(self._fns.mesh))
-    compiled = self._fns.train_step.lower(
-        self._fns.abstract_state, batch, step_lib.hparams_abstract()).compile()
-    with self._lock:
-      self._finished.append(((K, M), time.perf_counter() - start))
-    return compiled
+    def _compile(self, K: int, M: int):
+        start = time.perf_counter()
+        batch = jax.ShapeDtypeStruct(
+            (K, M, self._seq_len), jnp.int32, sharding=mesh_lib.batch_sharding(self._fns.mesh)
+        )
+        compiled = self._fns.train_step.lower(
+            self._fns.abstract_state, batch, step_lib.hparams_abstract()
+        ).compile()
+        with self._lock:
+            self._finished.append(((K, M), time.perf_counter() - start))
+        return compiled
 
-  def submit(self, buckets: Iterable[tuple[int, int]]) -> None:
-    """Queue buckets for compilation, in the order given (first needed first)."""
-    for key in buckets:
-      key = (int(key[0]), int(key[1]))
-      if key in self._futures:
-        continue
-      if self._pool is None:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_result(self._compile(*key))
-      else:
-        future = self._pool.submit(self._compile, *key)
-      self._futures[key] = future
+    def submit(self, buckets: Iterable[tuple[int, int]]) -> None:
+        """Queue buckets for compilation, in the order given (first needed first)."""
+        for key in buckets:
+            key = (int(key[0]), int(key[1]))
+            if key in self._futures:
+                continue
+            if self._pool is None:
+                future: concurrent.futures.Future = concurrent.futures.Future()
+                future.set_result(self._compile(*key))
+            else:
+                future = self._pool.submit(self._compile, *key)
+            self._futures[key] = future
 
-  def get(self, K: int, M: int) -> Any:
-    """The executable of bucket (K, M), waiting for its compile if it is still running."""
-    key = (int(K), int(M))
-    if key not in self._futures:
-      self.submit([key])
-    return self._futures[key].result()
+    def get(self, K: int, M: int) -> Any:
+        """The executable of bucket (K, M), waiting for its compile if it is still running."""
+        key = (int(K), int(M))
+        if key not in self._futures:
+            self.submit([key])
+        return self._futures[key].result()
 
-  def drain_finished(self) -> list[tuple[tuple[int, int], float]]:
-    """Buckets whose compile finished since the last call, with their seconds."""
-    with self._lock:
-      done, self._finished = self._finished, []
-    return done
+    def drain_finished(self) -> list[tuple[tuple[int, int], float]]:
+        """Buckets whose compile finished since the last call, with their seconds."""
+        with self._lock:
+            done, self._finished = self._finished, []
+        return done
 
-  def close(self) -> None:
-    if self._pool is not None:
-      self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

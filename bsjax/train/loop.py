@@ -1,6 +1,6 @@
 """The training loop: batches, steps, switches, evaluation, checkpoints, stops.
 
-One run writes the folder of DESIGN.md: config.json, metrics.jsonl,
+One run writes the folder of docs/architecture.md: config.json, metrics.jsonl,
 summary.json, checkpoints/, tensorboard/. The loop keeps one step in flight:
 it dispatches step s, then reads the metrics of step s - 1, so the host never
 idles the device. It synchronises only where it must: at a batch-size switch
@@ -41,456 +41,552 @@ SWITCH_STEADY_STEPS = 3  # steps of the new bucket that define its steady step t
 
 @dataclasses.dataclass
 class Position:
-  """Where the run is: optimizer steps taken and examples and tokens consumed."""
+    """Where the run is: optimizer steps taken and examples and tokens consumed."""
 
-  step: int = 0
-  examples: int = 0
-  tokens: int = 0
+    step: int = 0
+    examples: int = 0
+    tokens: int = 0
 
 
 @dataclasses.dataclass
 class PendingSwitch:
-  """A switch whose stall is known once the new bucket has run a few steps."""
+    """A switch whose stall is known once the new bucket has run a few steps."""
 
-  line: dict[str, Any]
-  first_step: int
-  first_time: float = math.nan
-  later_times: list[float] = dataclasses.field(default_factory=list)
+    line: dict[str, Any]
+    first_step: int
+    first_time: float = math.nan
+    later_times: list[float] = dataclasses.field(default_factory=list)
 
 
 class PreemptionFlag:
-  """Set by SIGTERM; the loop saves, writes status 'preempted' and returns.
+    """Set by SIGTERM; the loop saves, writes status 'preempted' and returns.
 
-  With several processes a SIGTERM may reach them at different steps, and the
-  checkpoint that follows needs all of them: there JAX's distributed runtime
-  takes the signal and ``reached_preemption_sync_point`` makes every process
-  stop at the same step.
-  """
+    With several processes a SIGTERM may reach them at different steps, and the
+    checkpoint that follows needs all of them: there JAX's distributed runtime
+    takes the signal and ``reached_preemption_sync_point`` makes every process
+    stop at the same step.
+    """
 
-  def __init__(self):
-    self._raised = False
-    self._previous = None
-    self._multi = jax.process_count() > 1
+    def __init__(self):
+        self._raised = False
+        self._previous = None
+        self._multi = jax.process_count() > 1
 
-  def stop_at(self, step: int) -> bool:
-    if self._multi:
-      from jax.experimental import multihost_utils
+    def stop_at(self, step: int) -> bool:
+        if self._multi:
+            from jax.experimental import multihost_utils
 
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._raised
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._raised
 
-  def __enter__(self):
-    if self._multi:
-      return self
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: no handler, no preemption support
-      self._previous = None
-    return self
+    def __enter__(self):
+        if self._multi:
+            return self
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, no preemption support
+            self._previous = None
+        return self
 
-  def _handle(self, signum, frame):
-    self._raised = True
+    def _handle(self, signum, frame):
+        self._raised = True
 
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _eval_steps(config) -> set[int] | None:
-  t = config.train
-  if t.eval_schedule == "hybrid":
-    from bsjax.cbs.eval_schedule import eval_steps
+    t = config.train
+    if t.eval_schedule == "hybrid":
+        from bsjax.train.eval_schedule import eval_steps
 
-    return set(eval_steps(t.expected_steps, every=t.eval_every,
-                          max_steps=t.max_steps or None))
-  return None
+        return set(eval_steps(t.expected_steps, every=t.eval_every, max_steps=t.max_steps or None))
+    return None
 
 
 def _load_corpus_once(data_lib, data_cfg, ctx_len: int):
-  """Process 0 builds the data set and packed cache; the others then read them."""
-  if jax.process_count() == 1:
-    return data_lib.load(data_cfg, ctx_len)
-  from jax.experimental import multihost_utils
+    """Process 0 builds the data set and packed cache; the others then read them."""
+    if jax.process_count() == 1:
+        return data_lib.load(data_cfg, ctx_len)
+    from jax.experimental import multihost_utils
 
-  corpus = data_lib.load(data_cfg, ctx_len) if jax.process_index() == 0 else None
-  multihost_utils.sync_global_devices("bsjax: corpus built")
-  return corpus if corpus is not None else data_lib.load(data_cfg, ctx_len)
+    corpus = data_lib.load(data_cfg, ctx_len) if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("bsjax: corpus built")
+    return corpus if corpus is not None else data_lib.load(data_cfg, ctx_len)
 
 
 def _params_sha256(state) -> str:
-  import hashlib
+    import hashlib
 
-  params = state["params"]
-  if jax.process_count() > 1:  # arrays span other processes' devices: gather them
-    from jax.experimental import multihost_utils
+    params = state["params"]
+    if jax.process_count() > 1:  # arrays span other processes' devices: gather them
+        from jax.experimental import multihost_utils
 
-    params = multihost_utils.process_allgather(params, tiled=True)
-  digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(jax.device_get(params)):
-    digest.update(np.ascontiguousarray(leaf).tobytes())
-  return digest.hexdigest()
+        params = multihost_utils.process_allgather(params, tiled=True)
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(params)):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
 
 
 class Trainer:
-  """One training run in ``workdir``; ``run()`` returns its summary."""
+    """One training run in ``workdir``; ``run()`` returns its summary."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
-    problems = config_lib.validate(config, jax.device_count())
-    if problems:
-      raise config_lib.ConfigError(problems)
-    self.config = config
-    self.workdir = Path(workdir)
-    self.is_main = jax.process_index() == 0
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    self.clock = metrics_lib.Stopwatch()
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+        problems = config_lib.validate(config, jax.device_count())
+        if problems:
+            raise config_lib.ConfigError(problems)
+        self.config = config
+        self.workdir = Path(workdir)
+        self.is_main = jax.process_index() == 0
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.clock = metrics_lib.Stopwatch()
 
-    from bsjax import data as data_lib  # TFDS/TensorFlow live behind this import
+        from bsjax import data as data_lib  # TFDS/TensorFlow live behind this import
 
-    t = config.train
-    cache = executables_lib.enable_compilation_cache(t.compile_cache_dir)
-    self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
-    self.ctx_len = config.model.ctx_len
-    self.corpus = _load_corpus_once(data_lib, config.data, self.ctx_len)
-    self.model_cfg = config_lib.model_config(config, self.corpus.vocab_size)
-    self.lr_schedule = optim.lr_schedule_from_config(config.optim)
-    self.plan = plan_from_config(config.batch, self.ctx_len, mesh_lib.data_shards(self.mesh),
-                                 base_b2=config.optim.b2, base_ewa_tau=config.optim.ewa_tau,
-                                 lr_schedule=self.lr_schedule)
-    self.policy = self.plan.policy
-    self.counts = model_lib.count_params(self.model_cfg)
-    if self.is_main:
-      resolved = json.loads(config.to_json_best_effort())
-      resolved["corpus"] = self.corpus.identity
-      resolved["model_params"] = self.counts
-      resolved["compile_cache_dir"] = str(cache) if cache else "off"
-      metrics_lib.write_json_atomic(self.workdir / "config.json", resolved)
-    self.metrics = metrics_lib.MetricsLog(self.workdir, enabled=self.is_main,
-                                          tensorboard=t.tensorboard)
-    self.fns = step_lib.build(self.model_cfg, config.optim, self.mesh)
-    self.seq_len = self.ctx_len + 1
-    self.executables = executables_lib.Executables(self.fns, self.seq_len,
-                                                   background=t.compile_ahead,
-                                                   workers=t.compile_workers)
-    id_log = (str(self.workdir / f"example_ids.p{jax.process_index()}.jsonl")
-              if t.log_example_ids else None)
-    self.feeder = feed_lib.BatchFeeder(self.corpus.train.read, self.seq_len, self.mesh, id_log)
-    self.checkpointer = checkpoint_lib.Checkpointer(
-        self.workdir / "checkpoints", keep=t.keep_checkpoints, async_save=t.async_checkpoint)
-    self.eval_steps = _eval_steps(config)
-    self.compile_s = 0.0
-    self.last_saved_step: int | None = None
-    self._tokens_now = 0
+        t = config.train
+        cache = executables_lib.enable_compilation_cache(t.compile_cache_dir)
+        self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+        self.ctx_len = config.model.ctx_len
+        self.corpus = _load_corpus_once(data_lib, config.data, self.ctx_len)
+        self.model_cfg = config_lib.model_config(config, self.corpus.vocab_size)
+        self.lr_schedule = optim.lr_schedule_from_config(config.optim)
+        self.plan = plan_from_config(
+            config.batch,
+            self.ctx_len,
+            mesh_lib.data_shards(self.mesh),
+            base_b2=config.optim.b2,
+            base_ewa_tau=config.optim.ewa_tau,
+            lr_schedule=self.lr_schedule,
+        )
+        self.policy = self.plan.policy
+        self.counts = model_lib.count_params(self.model_cfg)
+        if self.is_main:
+            resolved = json.loads(config.to_json_best_effort())
+            resolved["corpus"] = self.corpus.identity
+            resolved["model_params"] = self.counts
+            resolved["compile_cache_dir"] = str(cache) if cache else "off"
+            metrics_lib.write_json_atomic(self.workdir / "config.json", resolved)
+        self.metrics = metrics_lib.MetricsLog(
+            self.workdir, enabled=self.is_main, tensorboard=t.tensorboard
+        )
+        self.fns = step_lib.build(self.model_cfg, config.optim, self.mesh)
+        self.seq_len = self.ctx_len + 1
+        self.executables = executables_lib.Executables(
+            self.fns, self.seq_len, background=t.compile_ahead, workers=t.compile_workers
+        )
+        id_log = (
+            str(self.workdir / f"example_ids.p{jax.process_index()}.jsonl")
+            if t.log_example_ids
+            else None
+        )
+        self.feeder = feed_lib.BatchFeeder(self.corpus.train.read, self.seq_len, self.mesh, id_log)
+        self.checkpointer = checkpoint_lib.Checkpointer(
+            self.workdir / "checkpoints", keep=t.keep_checkpoints, async_save=t.async_checkpoint
+        )
+        self.eval_steps = _eval_steps(config)
+        self.compile_s = 0.0
+        self.last_saved_step: int | None = None
+        self._tokens_now = 0
 
-  # ----------------------------------------------------------------- set-up
-  def _restore_or_init(self) -> tuple[Any, Position, int]:
-    restored = self.checkpointer.restore_latest(self.fns.abstract_state)
-    if restored is None:
-      state = self.fns.init(jax.random.key(self.config.seed))
-      return state, Position(), self.policy.initial_batch_size()
-    state, meta = restored
-    if meta.get("policy") is not None:
-      self.policy.load_state_dict(meta["policy"])
-    pos = Position(step=int(meta["step"]), examples=int(meta["examples"]),
-                   tokens=int(meta["tokens"]))
-    self.metrics.write("event", pos.step, pos.examples, pos.tokens, event="resumed",
-                       checkpoint_step=pos.step)
-    log.info("resumed from step %d (%d examples)", pos.step, pos.examples)
-    return state, pos, int(meta["batch_size"])
+    # ----------------------------------------------------------------- set-up
+    def _restore_or_init(self) -> tuple[Any, Position, int]:
+        restored = self.checkpointer.restore_latest(self.fns.abstract_state)
+        if restored is None:
+            state = self.fns.init(jax.random.key(self.config.seed))
+            return state, Position(), self.policy.initial_batch_size()
+        state, meta = restored
+        if meta.get("policy") is not None:
+            self.policy.load_state_dict(meta["policy"])
+        pos = Position(
+            step=int(meta["step"]), examples=int(meta["examples"]), tokens=int(meta["tokens"])
+        )
+        self.metrics.write(
+            "event", pos.step, pos.examples, pos.tokens, event="resumed", checkpoint_step=pos.step
+        )
+        log.info("resumed from step %d (%d examples)", pos.step, pos.examples)
+        return state, pos, int(meta["batch_size"])
 
-  def _compile_order(self, batch_size: int) -> list[tuple[int, int]]:
-    """The bucket in use first, then the schedule's switches in order, then the rest."""
-    sizes = [batch_size] + [p.batch_size for p in self.plan.switch_points()]
-    sizes += self.plan.available_sizes()
-    seen, order = set(), []
-    for B in sizes:
-      if B in self.plan.buckets and B not in seen:
-        seen.add(B)
-        bucket = self.plan.bucket(B)
-        order.append((bucket.K, bucket.M))
-    return order
+    def _compile_order(self, batch_size: int) -> list[tuple[int, int]]:
+        """The bucket in use first, then the schedule's switches in order, then the rest."""
+        sizes = [batch_size] + [p.batch_size for p in self.plan.switch_points()]
+        sizes += self.plan.available_sizes()
+        seen, order = set(), []
+        for B in sizes:
+            if B in self.plan.buckets and B not in seen:
+                seen.add(B)
+                bucket = self.plan.bucket(B)
+                order.append((bucket.K, bucket.M))
+        return order
 
-  def _eval_batches(self):
-    t = self.config.train
-    batches_NMT = self.corpus.validation.validation_batches(t.eval_batches, t.eval_batch_size)
-    placed = feed_lib.place_eval_batches(batches_NMT, self.mesh)
-    start = time.perf_counter()
-    compiled = self.fns.eval_step.lower(self.fns.abstract_state["params"], placed).compile()
-    self._log_compile("eval", time.perf_counter() - start, Position())
-    return compiled, placed
+    def _eval_batches(self):
+        t = self.config.train
+        batches_NMT = self.corpus.validation.validation_batches(t.eval_batches, t.eval_batch_size)
+        placed = feed_lib.place_eval_batches(batches_NMT, self.mesh)
+        start = time.perf_counter()
+        compiled = self.fns.eval_step.lower(self.fns.abstract_state["params"], placed).compile()
+        self._log_compile("eval", time.perf_counter() - start, Position())
+        return compiled, placed
 
-  def _log_compile(self, what: str, seconds: float, pos: Position, **extra):
-    self.compile_s += seconds
-    self.metrics.write("compile", pos.step, pos.examples, pos.tokens, executable=what,
-                       seconds=round(seconds, 4), **extra)
+    def _log_compile(self, what: str, seconds: float, pos: Position, **extra):
+        self.compile_s += seconds
+        self.metrics.write(
+            "compile",
+            pos.step,
+            pos.examples,
+            pos.tokens,
+            executable=what,
+            seconds=round(seconds, 4),
+            **extra,
+        )
 
-  def _drain_compiles(self, pos: Position):
-    for (K, M), seconds in self.executables.drain_finished():
-      self._log_compile("train_step", seconds, pos, K=K, M=M, batch_size=K * M)
+    def _drain_compiles(self, pos: Position):
+        for (K, M), seconds in self.executables.drain_finished():
+            self._log_compile("train_step", seconds, pos, K=K, M=M, batch_size=K * M)
 
-  def _hparams(self, batch_size: int, tokens: int) -> dict[str, float]:
-    coupled = self.plan.coupling.hparams_for(batch_size)
-    o = self.config.optim
-    override = self.policy.lr_override(tokens)  # seesaw sets the LR itself
-    lr = override if override is not None else self.lr_schedule(tokens) * coupled["lr_scale"]
-    return dict(lr=lr,
-                b2=o.b2 if coupled["b2"] is None else coupled["b2"],
-                ewa_tau=o.ewa_tau if coupled["ewa_tau"] is None else coupled["ewa_tau"])
+    def _hparams(self, batch_size: int, tokens: int) -> dict[str, float]:
+        coupled = self.plan.coupling.hparams_for(batch_size)
+        o = self.config.optim
+        override = self.policy.lr_override(tokens)  # seesaw sets the LR itself
+        lr = override if override is not None else self.lr_schedule(tokens) * coupled["lr_scale"]
+        return dict(
+            lr=lr,
+            b2=o.b2 if coupled["b2"] is None else coupled["b2"],
+            ewa_tau=o.ewa_tau if coupled["ewa_tau"] is None else coupled["ewa_tau"],
+        )
 
-  def _expected_next_size(self, pos: Position, batch_size: int) -> int:
-    """The batch size the next step will most likely use, for prefetching its batch."""
-    schedule = getattr(self.policy, "schedule", None)
-    if schedule is None:
-      return batch_size
-    return self.plan.resolve(schedule.batch_size_at(pos.tokens))
+    def _expected_next_size(self, pos: Position, batch_size: int) -> int:
+        """The batch size the next step will most likely use, for prefetching its batch."""
+        schedule = getattr(self.policy, "schedule", None)
+        if schedule is None:
+            return batch_size
+        return self.plan.resolve(schedule.batch_size_at(pos.tokens))
 
-  def _should_eval(self, step: int) -> bool:
-    if self.eval_steps is not None:
-      return step in self.eval_steps
-    return step % self.config.train.eval_every == 0
+    def _should_eval(self, step: int) -> bool:
+        if self.eval_steps is not None:
+            return step in self.eval_steps
+        return step % self.config.train.eval_every == 0
 
-  def _save(self, state, pos: Position, batch_size: int):
-    meta = dict(step=pos.step, examples=pos.examples, tokens=pos.tokens, batch_size=batch_size,
-                stream_offset=pos.examples, data_seed=self.config.data.shuffle_seed,
-                seed=self.config.seed, policy=self.policy.state_dict())
-    self.checkpointer.save(pos.step, state, meta)
-    self.last_saved_step = pos.step
+    def _save(self, state, pos: Position, batch_size: int):
+        meta = dict(
+            step=pos.step,
+            examples=pos.examples,
+            tokens=pos.tokens,
+            batch_size=batch_size,
+            stream_offset=pos.examples,
+            data_seed=self.config.data.shuffle_seed,
+            seed=self.config.seed,
+            policy=self.policy.state_dict(),
+        )
+        self.checkpointer.save(pos.step, state, meta)
+        self.last_saved_step = pos.step
 
-  def _console(self, pos: Position, batch_size: int, loss: float, step_time: float) -> None:
-    """One progress line: step, batch, loss, throughput and, with a step limit, the ETA."""
-    if not self.is_main:
-      return
-    t = self.config.train
-    eta = ""
-    if t.max_steps:
-      eta = f"  ETA {(t.max_steps - pos.step) * step_time:.0f}s"
-    log.info("step %d%s  B=%d  loss %.4f  %.0f tokens/s%s", pos.step,
-             f"/{t.max_steps}" if t.max_steps else "", batch_size, loss,
-             batch_size * self.ctx_len / max(step_time, 1e-9), eta)
+    def _console(self, pos: Position, batch_size: int, loss: float, step_time: float) -> None:
+        """One progress line: step, batch, loss, throughput and, with a step limit, the ETA."""
+        if not self.is_main:
+            return
+        t = self.config.train
+        eta = ""
+        if t.max_steps:
+            eta = f"  ETA {(t.max_steps - pos.step) * step_time:.0f}s"
+        log.info(
+            "step %d%s  B=%d  loss %.4f  %.0f tokens/s%s",
+            pos.step,
+            f"/{t.max_steps}" if t.max_steps else "",
+            batch_size,
+            loss,
+            batch_size * self.ctx_len / max(step_time, 1e-9),
+            eta,
+        )
 
-  def _write_switch(self, pending: PendingSwitch) -> None:
-    """One ``switch`` line: the sizes, the reason, and the stall of the first new step.
+    def _write_switch(self, pending: PendingSwitch) -> None:
+        """One ``switch`` line: the sizes, the reason, and the stall of the first new step.
 
-    The stall is the wall time of the first step after the switch minus the
-    steady step time of the new bucket (the median of the steps after it; NaN
-    when another switch or the end of the run came first).
-    """
-    line = dict(pending.line)
-    steady = statistics.median(pending.later_times) if pending.later_times else math.nan
-    line.update(first_step_s=round(pending.first_time, 5), steady_step_s=round(steady, 5),
-                stall_s=round(pending.first_time - steady, 5),
-                stall_ratio=round(pending.first_time / steady, 4) if steady else math.nan)
-    self.metrics.write("switch", line.pop("step"), line.pop("examples"), line.pop("tokens"), **line)
+        The stall is the wall time of the first step after the switch minus the
+        steady step time of the new bucket (the median of the steps after it; NaN
+        when another switch or the end of the run came first).
+        """
+        line = dict(pending.line)
+        steady = statistics.median(pending.later_times) if pending.later_times else math.nan
+        line.update(
+            first_step_s=round(pending.first_time, 5),
+            steady_step_s=round(steady, 5),
+            stall_s=round(pending.first_time - steady, 5),
+            stall_ratio=round(pending.first_time / steady, 4) if steady else math.nan,
+        )
+        self.metrics.write(
+            "switch", line.pop("step"), line.pop("examples"), line.pop("tokens"), **line
+        )
 
-  def _write_summary(self, status: str, pos: Position, extra: dict[str, Any]):
-    if not self.is_main:
-      return
-    summary = dict(status=status, steps=pos.step, examples=pos.examples, tokens=pos.tokens,
-                   batch_size=self.policy.initial_batch_size(),
-                   model_params=self.counts["non_embedding"], model_params_total=self.counts["total"],
-                   ctx_len=self.ctx_len, target_loss=self.config.train.target_loss or None,
-                   wall_s=round(self.clock(), 3), compile_s=round(self.compile_s, 3),
-                   corpus=self.corpus.identity)
-    summary.update(extra)
-    summary["policy"] = dict(name=self.policy.kind, **self.policy.summary())
-    metrics_lib.write_json_atomic(self.workdir / "summary.json", summary)
+    def _write_summary(self, status: str, pos: Position, extra: dict[str, Any]):
+        if not self.is_main:
+            return
+        summary = dict(
+            status=status,
+            steps=pos.step,
+            examples=pos.examples,
+            tokens=pos.tokens,
+            batch_size=self.policy.initial_batch_size(),
+            model_params=self.counts["non_embedding"],
+            model_params_total=self.counts["total"],
+            ctx_len=self.ctx_len,
+            target_loss=self.config.train.target_loss or None,
+            wall_s=round(self.clock(), 3),
+            compile_s=round(self.compile_s, 3),
+            corpus=self.corpus.identity,
+        )
+        summary.update(extra)
+        summary["policy"] = dict(name=self.policy.kind, **self.policy.summary())
+        metrics_lib.write_json_atomic(self.workdir / "summary.json", summary)
 
-  # ------------------------------------------------------------------- loop
-  def run(self) -> dict[str, Any]:
-    """Train until a stop; return the summary (also written to summary.json)."""
-    with jax.set_mesh(self.mesh), PreemptionFlag() as preempt:
-      try:
-        return self._run(preempt)
-      finally:
-        self.executables.close()
-        self.feeder.close()
-        self.checkpointer.close()
-        self.metrics.close()
+    # ------------------------------------------------------------------- loop
+    def run(self) -> dict[str, Any]:
+        """Train until a stop; return the summary (also written to summary.json)."""
+        with jax.set_mesh(self.mesh), PreemptionFlag() as preempt:
+            try:
+                return self._run(preempt)
+            finally:
+                self.executables.close()
+                self.feeder.close()
+                self.checkpointer.close()
+                self.metrics.close()
 
-  def _run(self, preempt: PreemptionFlag) -> dict[str, Any]:
-    t = self.config.train
-    state, pos, batch_size = self._restore_or_init()
-    self._write_summary("running", pos, {})
-    self.executables.submit(self._compile_order(batch_size))
-    eval_exe, eval_batches = self._eval_batches()
-    prober = None
-    if hasattr(self.policy, "attach_prober"):
-      from bsjax.train.probe import BranchProber
+    def _run(self, preempt: PreemptionFlag) -> dict[str, Any]:
+        t = self.config.train
+        state, pos, batch_size = self._restore_or_init()
+        self._write_summary("running", pos, {})
+        self.executables.submit(self._compile_order(batch_size))
+        eval_exe, eval_batches = self._eval_batches()
+        prober = None
+        if hasattr(self.policy, "attach_prober"):
+            from bsjax.train.probe import BranchProber
 
-      prober = BranchProber(self, lambda params: float(eval_exe(params, eval_batches)))
-      self.policy.attach_prober(prober)
+            prober = BranchProber(self, lambda params: float(eval_exe(params, eval_batches)))
+            self.policy.attach_prober(prober)
 
-    report = metrics_lib.progress_reporter(t.max_steps or None, self.metrics.writer(),
-                                           t.log_every)
+        report = metrics_lib.progress_reporter(
+            t.max_steps or None, self.metrics.writer(), t.log_every
+        )
 
-    extra: dict[str, Any] = dict(steps_to_target=None, tokens_to_target=None,
-                                 examples_to_target=None)
-    last_metrics: dict[str, float] = {}
-    in_flight = None  # (Position after the step, batch size, hparams, metrics on device)
-    last_ready = time.perf_counter()
-    recent_times: list[float] = []
-    pending_switch: PendingSwitch | None = None
-    last_good = pos  # position of the newest state whose loss was finite
-    status = None
+        extra: dict[str, Any] = dict(
+            steps_to_target=None, tokens_to_target=None, examples_to_target=None
+        )
+        last_metrics: dict[str, float] = {}
+        in_flight = None  # (Position after the step, batch size, hparams, metrics on device)
+        last_ready = time.perf_counter()
+        recent_times: list[float] = []
+        pending_switch: PendingSwitch | None = None
+        last_good = pos  # position of the newest state whose loss was finite
+        status = None
 
-    def finish_in_flight() -> bool:
-      """Read the metrics of the step in flight; False if its loss diverged."""
-      nonlocal in_flight, last_ready, pending_switch, last_metrics, last_good
-      if in_flight is None:
-        return True
-      done_pos, B, hp, metrics_dev = in_flight
-      in_flight = None
-      metrics = {k: float(v) for k, v in jax.device_get(metrics_dev).items()}
-      now = time.perf_counter()
-      step_time, last_ready = now - last_ready, now
-      recent_times.append(step_time)
-      del recent_times[:-20]
-      last_metrics = metrics
-      if pending_switch is not None:
-        if done_pos.step == pending_switch.first_step:
-          pending_switch.first_time = step_time
-        elif done_pos.step > pending_switch.first_step:
-          pending_switch.later_times.append(step_time)
-          if len(pending_switch.later_times) >= SWITCH_STEADY_STEPS:
-            self._write_switch(pending_switch)
-            pending_switch = None
-      if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
-        self.metrics.write("event", done_pos.step, done_pos.examples, done_pos.tokens,
-                           event="diverged", loss=metrics["loss"], grad_norm=metrics["grad_norm"])
-        return False
-      last_good = done_pos
-      bucket = self.plan.bucket(B)
-      last_metrics.update(step=done_pos.step, batch_size=B, micro_batch_size=bucket.M,
-                          accum_steps=bucket.K, lr=hp["lr"])
-      if done_pos.step % t.log_every == 0 or done_pos.step == 1:
-        tokens_per_step = B * self.ctx_len
-        self.metrics.write("train", done_pos.step, done_pos.examples, done_pos.tokens,
-                           batch_size=B, lr=hp["lr"], b2=hp["b2"], ewa_tau=hp["ewa_tau"],
-                           loss=metrics["loss"], grad_norm=metrics["grad_norm"],
-                           grad_sq=metrics["grad_sq"], micro_grad_sq=metrics["micro_grad_sq"],
-                           step_time_s=round(step_time, 5),
-                           tokens_per_s=round(tokens_per_step / max(step_time, 1e-9), 1),
-                           **self.policy.metrics_to_log())
-        self._console(done_pos, B, metrics["loss"], step_time)
-      return True
+        def finish_in_flight() -> bool:
+            """Read the metrics of the step in flight; False if its loss diverged."""
+            nonlocal in_flight, last_ready, pending_switch, last_metrics, last_good
+            if in_flight is None:
+                return True
+            done_pos, B, hp, metrics_dev = in_flight
+            in_flight = None
+            metrics = {k: float(v) for k, v in jax.device_get(metrics_dev).items()}
+            now = time.perf_counter()
+            step_time, last_ready = now - last_ready, now
+            recent_times.append(step_time)
+            del recent_times[:-20]
+            last_metrics = metrics
+            if pending_switch is not None:
+                if done_pos.step == pending_switch.first_step:
+                    pending_switch.first_time = step_time
+                elif done_pos.step > pending_switch.first_step:
+                    pending_switch.later_times.append(step_time)
+                    if len(pending_switch.later_times) >= SWITCH_STEADY_STEPS:
+                        self._write_switch(pending_switch)
+                        pending_switch = None
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                self.metrics.write(
+                    "event",
+                    done_pos.step,
+                    done_pos.examples,
+                    done_pos.tokens,
+                    event="diverged",
+                    loss=metrics["loss"],
+                    grad_norm=metrics["grad_norm"],
+                )
+                return False
+            last_good = done_pos
+            bucket = self.plan.bucket(B)
+            last_metrics.update(
+                step=done_pos.step,
+                batch_size=B,
+                micro_batch_size=bucket.M,
+                accum_steps=bucket.K,
+                lr=hp["lr"],
+            )
+            if done_pos.step % t.log_every == 0 or done_pos.step == 1:
+                tokens_per_step = B * self.ctx_len
+                self.metrics.write(
+                    "train",
+                    done_pos.step,
+                    done_pos.examples,
+                    done_pos.tokens,
+                    batch_size=B,
+                    lr=hp["lr"],
+                    b2=hp["b2"],
+                    ewa_tau=hp["ewa_tau"],
+                    loss=metrics["loss"],
+                    grad_norm=metrics["grad_norm"],
+                    grad_sq=metrics["grad_sq"],
+                    micro_grad_sq=metrics["micro_grad_sq"],
+                    step_time_s=round(step_time, 5),
+                    tokens_per_s=round(tokens_per_step / max(step_time, 1e-9), 1),
+                    **self.policy.metrics_to_log(),
+                )
+                self._console(done_pos, B, metrics["loss"], step_time)
+            return True
 
-    last_eval_step = None
+        last_eval_step = None
 
-    def evaluate(state, pos: Position, batch_size: int) -> tuple[float, float]:
-      """Eval loss of the raw and the EWA parameters on the fixed validation batches."""
-      nonlocal last_eval_step
-      loss = float(eval_exe(state["params"], eval_batches))
-      ewa_loss = float(eval_exe(state["ewa"], eval_batches))
-      self.metrics.write("eval", pos.step, pos.examples, pos.tokens, eval_loss=loss,
-                         ewa_eval_loss=ewa_loss, batch_size=batch_size)
-      extra.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
-      last_metrics.update(eval_loss=loss, ewa_eval_loss=ewa_loss)
-      last_eval_step = pos.step
-      return loss, ewa_loss
+        def evaluate(state, pos: Position, batch_size: int) -> tuple[float, float]:
+            """Eval loss of the raw and the EWA parameters on the fixed validation batches."""
+            nonlocal last_eval_step
+            loss = float(eval_exe(state["params"], eval_batches))
+            ewa_loss = float(eval_exe(state["ewa"], eval_batches))
+            self.metrics.write(
+                "eval",
+                pos.step,
+                pos.examples,
+                pos.tokens,
+                eval_loss=loss,
+                ewa_eval_loss=ewa_loss,
+                batch_size=batch_size,
+            )
+            extra.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
+            last_metrics.update(eval_loss=loss, ewa_eval_loss=ewa_loss)
+            last_eval_step = pos.step
+            return loss, ewa_loss
 
-    while True:
-      # Stops that need no metrics of the step in flight.
-      if t.max_steps and pos.step >= t.max_steps:
-        status = "max_steps"
-      elif t.max_tokens and pos.tokens >= t.max_tokens:
-        status = "max_tokens"
-      elif preempt.stop_at(pos.step):
-        status = "preempted"
-      if status:
-        break
+        while True:
+            # Stops that need no metrics of the step in flight.
+            if t.max_steps and pos.step >= t.max_steps:
+                status = "max_steps"
+            elif t.max_tokens and pos.tokens >= t.max_tokens:
+                status = "max_tokens"
+            elif preempt.stop_at(pos.step):
+                status = "preempted"
+            if status:
+                break
 
-      self._tokens_now = pos.tokens
-      if prober is not None and self.policy.is_decision_point(pos.step, pos.tokens):
-        if not finish_in_flight():
-          status = "diverged"
-          break
-        prober.state, prober.examples = state, pos.examples
-      decision = self.policy.maybe_decide(pos.step, pos.tokens, batch_size, last_metrics)
-      if prober is not None:
-        prober.state = None
-      if decision is not None:
-        new_size = self.plan.resolve(decision.batch_size)
-        if new_size != batch_size:
-          if not finish_in_flight():
+            self._tokens_now = pos.tokens
+            if prober is not None and self.policy.is_decision_point(pos.step, pos.tokens):
+                if not finish_in_flight():
+                    status = "diverged"
+                    break
+                prober.state, prober.examples = state, pos.examples
+            decision = self.policy.maybe_decide(pos.step, pos.tokens, batch_size, last_metrics)
+            if prober is not None:
+                prober.state = None
+            if decision is not None:
+                new_size = self.plan.resolve(decision.batch_size)
+                if new_size != batch_size:
+                    if not finish_in_flight():
+                        status = "diverged"
+                        break
+                    old, new = self.plan.bucket(batch_size), self.plan.bucket(new_size)
+                    if pending_switch is not None:  # superseded before its steady time was known
+                        self._write_switch(pending_switch)
+                    pending_switch = PendingSwitch(
+                        line=dict(
+                            step=pos.step,
+                            examples=pos.examples,
+                            tokens=pos.tokens,
+                            old_batch_size=batch_size,
+                            new_batch_size=new_size,
+                            old_K=old.K,
+                            old_M=old.M,
+                            new_K=new.K,
+                            new_M=new.M,
+                            reason=decision.reason,
+                            measured={k: float(v) for k, v in decision.measured.items()},
+                        ),
+                        first_step=pos.step + 1,
+                    )
+                    batch_size = new_size
+
+            bucket = self.plan.bucket(batch_size)
+            executable = self.executables.get(bucket.K, bucket.M)
+            hp = self._hparams(batch_size, pos.tokens)
+            batch_KMT = self.feeder.get(pos.step, pos.examples, bucket.K, bucket.M)
+            state, metrics_dev = executable(state, batch_KMT, step_lib.hparams_array(**hp))
+            prev_in_flight = in_flight
+            in_flight = None
+            next_pos = Position(
+                pos.step + 1, pos.examples + batch_size, pos.tokens + batch_size * self.ctx_len
+            )
+
+            # Read the previous step while this one runs, then queue the next batch.
+            if prev_in_flight is not None:
+                in_flight = prev_in_flight
+                if not finish_in_flight():
+                    status = "diverged"
+                    pos = next_pos
+                    break
+            in_flight = (next_pos, batch_size, hp, metrics_dev)
+            pos = next_pos
+            upcoming = self._expected_next_size(pos, batch_size)
+            if upcoming in self.plan.buckets:
+                nb = self.plan.bucket(upcoming)
+                self.feeder.prefetch(pos.examples, nb.K, nb.M)
+            report(pos.step)
+            self._drain_compiles(pos)
+
+            need_eval = self._should_eval(pos.step)
+            need_save = pos.step % t.checkpoint_every == 0
+            if (need_eval or need_save) and not finish_in_flight():
+                status = "diverged"
+                break
+            if need_eval:
+                loss, ewa_loss = evaluate(state, pos, batch_size)
+                if (
+                    t.target_loss > 0
+                    and ewa_loss <= t.target_loss
+                    and extra["steps_to_target"] is None
+                ):
+                    extra.update(
+                        steps_to_target=pos.step,
+                        tokens_to_target=pos.tokens,
+                        examples_to_target=pos.examples,
+                    )
+                    status = "target_reached"
+            if need_save or status == "target_reached":
+                self._save(state, pos, batch_size)
+            if status:
+                break
+
+        if status != "diverged" and not finish_in_flight():
             status = "diverged"
-            break
-          old, new = self.plan.bucket(batch_size), self.plan.bucket(new_size)
-          if pending_switch is not None:  # superseded before its steady time was known
+        if pending_switch is not None:
             self._write_switch(pending_switch)
-          pending_switch = PendingSwitch(
-              line=dict(step=pos.step, examples=pos.examples, tokens=pos.tokens,
-                        old_batch_size=batch_size, new_batch_size=new_size,
-                        old_K=old.K, old_M=old.M, new_K=new.K, new_M=new.M,
-                        reason=decision.reason,
-                        measured={k: float(v) for k, v in decision.measured.items()}),
-              first_step=pos.step + 1)
-          batch_size = new_size
-
-      bucket = self.plan.bucket(batch_size)
-      executable = self.executables.get(bucket.K, bucket.M)
-      hp = self._hparams(batch_size, pos.tokens)
-      batch_KMT = self.feeder.get(pos.step, pos.examples, bucket.K, bucket.M)
-      state, metrics_dev = executable(state, batch_KMT, step_lib.hparams_array(**hp))
-      prev_in_flight = in_flight
-      in_flight = None
-      next_pos = Position(pos.step + 1, pos.examples + batch_size,
-                          pos.tokens + batch_size * self.ctx_len)
-
-      # Read the previous step while this one runs, then queue the next batch.
-      if prev_in_flight is not None:
-        in_flight = prev_in_flight
-        if not finish_in_flight():
-          status = "diverged"
-          pos = next_pos
-          break
-      in_flight = (next_pos, batch_size, hp, metrics_dev)
-      pos = next_pos
-      upcoming = self._expected_next_size(pos, batch_size)
-      if upcoming in self.plan.buckets:
-        nb = self.plan.bucket(upcoming)
-        self.feeder.prefetch(pos.examples, nb.K, nb.M)
-      report(pos.step)
-      self._drain_compiles(pos)
-
-      need_eval = self._should_eval(pos.step)
-      need_save = pos.step % t.checkpoint_every == 0
-      if need_eval or need_save:
-        if not finish_in_flight():
-          status = "diverged"
-          break
-      if need_eval:
-        loss, ewa_loss = evaluate(state, pos, batch_size)
-        if t.target_loss > 0 and ewa_loss <= t.target_loss and extra["steps_to_target"] is None:
-          extra.update(steps_to_target=pos.step, tokens_to_target=pos.tokens,
-                       examples_to_target=pos.examples)
-          status = "target_reached"
-      if need_save or status == "target_reached":
-        self._save(state, pos, batch_size)
-      if status:
-        break
-
-    if status != "diverged":
-      if not finish_in_flight():
-        status = "diverged"
-    if pending_switch is not None:
-      self._write_switch(pending_switch)
-    if status in ("max_steps", "max_tokens") and last_eval_step != pos.step and pos.step > 0:
-      evaluate(state, pos, batch_size)  # the final losses describe the final state
-    if status == "diverged":
-      pos = last_good  # the checkpoints on disk hold only finite states
-    else:
-      if self.last_saved_step != pos.step:
-        self._save(state, pos, batch_size)
-      extra["final_train_loss"] = last_metrics.get("loss")
-      extra["params_sha256"] = _params_sha256(state)
-    self._drain_compiles(pos)
-    self.checkpointer.wait()
-    self.metrics.write("event", pos.step, pos.examples, pos.tokens, event="stopped", status=status)
-    self._write_summary(status, pos, extra)
-    if self.is_main:
-      return json.loads((self.workdir / "summary.json").read_text())
-    return dict(status=status, steps=pos.step, examples=pos.examples, tokens=pos.tokens, **extra)
+        if status in ("max_steps", "max_tokens") and last_eval_step != pos.step and pos.step > 0:
+            evaluate(state, pos, batch_size)  # the final losses describe the final state
+        if status == "diverged":
+            pos = last_good  # the checkpoints on disk hold only finite states
+        else:
+            if self.last_saved_step != pos.step:
+                self._save(state, pos, batch_size)
+            extra["final_train_loss"] = last_metrics.get("loss")
+            extra["params_sha256"] = _params_sha256(state)
+        self._drain_compiles(pos)
+        self.checkpointer.wait()
+        self.metrics.write(
+            "event", pos.step, pos.examples, pos.tokens, event="stopped", status=status
+        )
+        self._write_summary(status, pos, extra)
+        if self.is_main:
+            return json.loads((self.workdir / "summary.json").read_text())
+        return dict(
+            status=status, steps=pos.step, examples=pos.examples, tokens=pos.tokens, **extra
+        )
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-  """Validate ``config``, train in ``workdir`` (resuming if it holds a checkpoint)."""
-  return Trainer(config, workdir).run()
+    """Validate ``config``, train in ``workdir`` (resuming if it holds a checkpoint)."""
+    return Trainer(config, workdir).run()

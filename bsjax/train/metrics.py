@@ -1,7 +1,7 @@
 """A run's records: metrics.jsonl, TensorBoard through clu, summary.json.
 
 Every metrics.jsonl line has ``kind`` (train | eval | switch | compile | event),
-``step``, ``examples`` and ``tokens`` (DESIGN.md contract). Only process 0
+``step``, ``examples`` and ``tokens`` (docs/architecture.md contract). Only process 0
 writes; other processes keep a no-op log so the loop needs no branches.
 """
 
@@ -19,110 +19,115 @@ KINDS = ("train", "eval", "switch", "compile", "event")
 
 
 def _jsonable(value: Any) -> Any:
-  if hasattr(value, "item"):
-    value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)  # JSON has no NaN or inf; keep them readable
-  return value
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or inf; keep them readable
+    return value
 
 
 class MetricsLog:
-  """Appends metric lines to metrics.jsonl and scalars to a clu metric writer."""
+    """Appends metric lines to metrics.jsonl and scalars to a clu metric writer."""
 
-  def __init__(self, workdir: str | Path, enabled: bool = True, tensorboard: bool = True):
-    self.enabled = enabled
-    self._file = None
-    self._writer = None
-    if not enabled:
-      return
-    workdir = Path(workdir)
-    self._file = open(workdir / "metrics.jsonl", "a", buffering=1)
-    if tensorboard:
-      from clu import metric_writers  # TensorFlow-backed; imported only where it is used
+    def __init__(self, workdir: str | Path, enabled: bool = True, tensorboard: bool = True):
+        self.enabled = enabled
+        self._file = None
+        self._writer = None
+        if not enabled:
+            return
+        workdir = Path(workdir)
+        self._file = open(workdir / "metrics.jsonl", "a", buffering=1)
+        if tensorboard:
+            from clu import metric_writers  # TensorFlow-backed; imported only where it is used
 
-      self._writer = metric_writers.create_default_writer(
-          str(workdir / "tensorboard"), asynchronous=True)
+            self._writer = metric_writers.create_default_writer(
+                str(workdir / "tensorboard"), asynchronous=True
+            )
 
-  def write(self, kind: str, step: int, examples: int, tokens: int, **values: Any) -> None:
-    """Write one line; numeric values also go to TensorBoard as ``kind/name``."""
-    if kind not in KINDS:
-      raise ValueError(f"metric kind {kind!r} must be one of {KINDS}")
-    if not self.enabled:
-      return
-    line = dict(kind=kind, step=int(step), examples=int(examples), tokens=int(tokens))
-    line.update({k: _jsonable(v) for k, v in values.items()})
-    self._file.write(json.dumps(line) + "\n")
-    if self._writer is not None and kind in ("train", "eval", "switch"):
-      scalars = {f"{kind}/{k}": v for k, v in line.items()
-                 if k not in ("kind", "step") and isinstance(v, (int, float))}
-      self._writer.write_scalars(int(step), scalars)
+    def write(self, kind: str, step: int, examples: int, tokens: int, **values: Any) -> None:
+        """Write one line; numeric values also go to TensorBoard as ``kind/name``."""
+        if kind not in KINDS:
+            raise ValueError(f"metric kind {kind!r} must be one of {KINDS}")
+        if not self.enabled:
+            return
+        line = dict(kind=kind, step=int(step), examples=int(examples), tokens=int(tokens))
+        line.update({k: _jsonable(v) for k, v in values.items()})
+        self._file.write(json.dumps(line) + "\n")
+        if self._writer is not None and kind in ("train", "eval", "switch"):
+            scalars = {
+                f"{kind}/{k}": v
+                for k, v in line.items()
+                if k not in ("kind", "step") and isinstance(v, (int, float))
+            }
+            self._writer.write_scalars(int(step), scalars)
 
-  def writer(self):
-    """The clu writer (for clu's periodic actions), or None."""
-    return self._writer
+    def writer(self):
+        """The clu writer (for clu's periodic actions), or None."""
+        return self._writer
 
-  def close(self) -> None:
-    if self._writer is not None:
-      self._writer.flush()
-      self._writer.close()
-    if self._file is not None:
-      self._file.close()
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-  """Write JSON through a temporary file and a rename, so readers never see half a file."""
-  path = Path(path)
-  tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-  tmp.write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, default=str))
-  os.replace(tmp, path)
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
-  """Lines of a metrics.jsonl, optionally of one kind."""
-  lines = []
-  with open(path) as f:
-    for raw in f:
-      if raw.strip():
-        line = json.loads(raw)
-        if kind is None or line["kind"] == kind:
-          lines.append(line)
-  return lines
+    """Lines of a metrics.jsonl, optionally of one kind."""
+    lines = []
+    with open(path) as f:
+        for raw in f:
+            if raw.strip():
+                line = json.loads(raw)
+                if kind is None or line["kind"] == kind:
+                    lines.append(line)
+    return lines
 
 
 class _ConsoleProgress:
-  """Steps/s and ETA on the console every ``every`` steps: the fallback for clu's
-  ReportProgress where TensorFlow (which clu's writers import) is not installed."""
+    """Steps/s and ETA on the console every ``every`` steps: the fallback for clu's
+    ReportProgress where TensorFlow (which clu's writers import) is not installed."""
 
-  def __init__(self, num_train_steps: int | None, every_steps: int):
-    self._total, self._every = num_train_steps, every_steps
-    self._last_step, self._last_time = None, time.perf_counter()
+    def __init__(self, num_train_steps: int | None, every_steps: int):
+        self._total, self._every = num_train_steps, every_steps
+        self._last_step, self._last_time = None, time.perf_counter()
 
-  def __call__(self, step: int) -> None:
-    if step % self._every:
-      return
-    now = time.perf_counter()
-    if self._last_step is not None and step > self._last_step:
-      rate = (step - self._last_step) / (now - self._last_time)
-      eta = f", ETA {(self._total - step) / rate:.0f}s" if self._total else ""
-      logging.getLogger("bsjax").info("step %d: %.2f steps/s%s", step, rate, eta)
-    self._last_step, self._last_time = step, now
+    def __call__(self, step: int) -> None:
+        if step % self._every:
+            return
+        now = time.perf_counter()
+        if self._last_step is not None and step > self._last_step:
+            rate = (step - self._last_step) / (now - self._last_time)
+            eta = f", ETA {(self._total - step) / rate:.0f}s" if self._total else ""
+            logging.getLogger("bsjax").info("step %d: %.2f steps/s%s", step, rate, eta)
+        self._last_step, self._last_time = step, now
 
 
 def progress_reporter(num_train_steps: int | None, writer, every_steps: int):
-  """clu's ReportProgress (steps/s, ETA), or a console fallback without TensorFlow."""
-  try:
-    from clu import periodic_actions
-  except ImportError:
-    return _ConsoleProgress(num_train_steps, every_steps)
-  return periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
-                                         every_steps=every_steps)
+    """clu's ReportProgress (steps/s, ETA), or a console fallback without TensorFlow."""
+    try:
+        from clu import periodic_actions
+    except ImportError:
+        return _ConsoleProgress(num_train_steps, every_steps)
+    return periodic_actions.ReportProgress(
+        num_train_steps=num_train_steps, writer=writer, every_steps=every_steps
+    )
 
 
 class Stopwatch:
-  """Wall time since construction."""
+    """Wall time since construction."""
 
-  def __init__(self):
-    self.start = time.perf_counter()
+    def __init__(self):
+        self.start = time.perf_counter()
 
-  def __call__(self) -> float:
-    return time.perf_counter() - self.start
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start

@@ -13,6 +13,7 @@ divided by the steady step time of the new batch size (1.0 = no stall).
   python experiments/benchmarks/switch_stall.py --preset 151M --ctx 512 --dtype bfloat16 \
       --sizes 32,64,128,256 --micro 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,131 +30,175 @@ HERE = Path(__file__).resolve().parent
 
 
 def schedule_table(sizes: list[int], ctx: int, first_steps: int, steps: int) -> str:
-  """A token-keyed table: ``first_steps`` at sizes[0], then ``steps`` at each next size."""
-  parts, tokens = [f"0:{sizes[0]}"], first_steps * sizes[0] * ctx
-  for prev, size in zip(sizes, sizes[1:]):
-    parts.append(f"{tokens}:{size}")
-    tokens += steps * size * ctx
-  return " ".join(parts)
+    """A token-keyed table: ``first_steps`` at sizes[0], then ``steps`` at each next size."""
+    parts, tokens = [f"0:{sizes[0]}"], first_steps * sizes[0] * ctx
+    for _prev, size in zip(sizes, sizes[1:]):
+        parts.append(f"{tokens}:{size}")
+        tokens += steps * size * ctx
+    return " ".join(parts)
 
 
 def total_steps(sizes, first_steps, steps):
-  return first_steps + steps * (len(sizes) - 1)
+    return first_steps + steps * (len(sizes) - 1)
 
 
 def config_for(args, workdir_cache: str):
-  sys.path.insert(0, str(HERE))
-  from bench_common import run_config
+    sys.path.insert(0, str(HERE))
+    from bench_common import run_config
 
-  sizes = [int(s) for s in args.sizes.split(",")]
-  c = run_config(args.preset, sizes[0], args.ctx, total_steps(sizes, args.first_steps, args.steps),
-                 args.dtype, args.micro, workdir_cache)
-  c.batch.schedule = "table"
-  c.batch.table = schedule_table(sizes, args.ctx, args.first_steps, args.steps)
-  return c
+    sizes = [int(s) for s in args.sizes.split(",")]
+    c = run_config(
+        args.preset,
+        sizes[0],
+        args.ctx,
+        total_steps(sizes, args.first_steps, args.steps),
+        args.dtype,
+        args.micro,
+        workdir_cache,
+    )
+    c.batch.schedule = "table"
+    c.batch.table = schedule_table(sizes, args.ctx, args.first_steps, args.steps)
+    return c
 
 
 def run_bsjax(args) -> list[dict]:
-  from bsjax.train.loop import train
+    from bsjax.train.loop import train
 
-  with tempfile.TemporaryDirectory() as tmp:
-    train(config_for(args, args.cache_dir), f"{tmp}/run")
-    lines = [json.loads(l) for l in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
-  return [dict(old=l["old_batch_size"], new=l["new_batch_size"], first_s=l["first_step_s"],
-               steady_s=l["steady_step_s"]) for l in lines if l["kind"] == "switch"]
+    with tempfile.TemporaryDirectory() as tmp:
+        train(config_for(args, args.cache_dir), f"{tmp}/run")
+        lines = [json.loads(l) for l in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+    return [
+        dict(
+            old=l["old_batch_size"],
+            new=l["new_batch_size"],
+            first_s=l["first_step_s"],
+            steady_s=l["steady_step_s"],
+        )
+        for l in lines
+        if l["kind"] == "switch"
+    ]
 
 
 def run_plain(args) -> list[dict]:
-  """The same step and data with one jax.jit that re-traces at each new shape."""
-  import jax
+    """The same step and data with one jax.jit that re-traces at each new shape."""
+    import jax
 
-  jax.config.update("jax_enable_compilation_cache", False)
-  from bsjax import config as config_lib
-  from bsjax import data as data_lib
-  from bsjax.train import feed as feed_lib
-  from bsjax.train import mesh as mesh_lib
-  from bsjax.train import step as step_lib
-  from bsjax.batching.config import plan_from_config
+    jax.config.update("jax_enable_compilation_cache", False)
+    from bsjax import config as config_lib
+    from bsjax import data as data_lib
+    from bsjax.batching.config import plan_from_config
+    from bsjax.train import feed as feed_lib
+    from bsjax.train import mesh as mesh_lib
+    from bsjax.train import step as step_lib
 
-  cfg = config_for(args, "off")
-  mesh = mesh_lib.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
-  corpus = data_lib.load(cfg.data, args.ctx)
-  model_cfg = config_lib.model_config(cfg, corpus.vocab_size)
-  plan = plan_from_config(cfg.batch, args.ctx, mesh_lib.data_shards(mesh))
-  results = []
-  with jax.set_mesh(mesh):
-    fns = step_lib.build(model_cfg, cfg.optim, mesh)
-    feeder = feed_lib.BatchFeeder(corpus.train.read, args.ctx + 1, mesh)
-    state = fns.init(jax.random.key(0))
-    hp = step_lib.hparams_array(1e-3, 0.99, 0.99)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    offset = 0
-    for i, size in enumerate(sizes):
-      bucket = plan.bucket(size)
-      times = []
-      for _ in range(args.first_steps if i == 0 else args.steps):
-        start = time.perf_counter()
-        batch, _ = feeder.assemble(offset, bucket.K, bucket.M)
-        state, metrics = fns.train_step(state, batch, hp)  # plain jit: traces new shapes
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-        offset += size
-      if i > 0:
-        results.append(dict(old=sizes[i - 1], new=size, first_s=times[0],
-                            steady_s=statistics.median(times[1:])))
-    feeder.close()
-  return results
+    cfg = config_for(args, "off")
+    mesh = mesh_lib.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+    corpus = data_lib.load(cfg.data, args.ctx)
+    model_cfg = config_lib.model_config(cfg, corpus.vocab_size)
+    plan = plan_from_config(cfg.batch, args.ctx, mesh_lib.data_shards(mesh))
+    results = []
+    with jax.set_mesh(mesh):
+        fns = step_lib.build(model_cfg, cfg.optim, mesh)
+        feeder = feed_lib.BatchFeeder(corpus.train.read, args.ctx + 1, mesh)
+        state = fns.init(jax.random.key(0))
+        hp = step_lib.hparams_array(1e-3, 0.99, 0.99)
+        sizes = [int(s) for s in args.sizes.split(",")]
+        offset = 0
+        for i, size in enumerate(sizes):
+            bucket = plan.bucket(size)
+            times = []
+            for _ in range(args.first_steps if i == 0 else args.steps):
+                start = time.perf_counter()
+                batch, _ = feeder.assemble(offset, bucket.K, bucket.M)
+                state, metrics = fns.train_step(state, batch, hp)  # plain jit: traces new shapes
+                jax.block_until_ready(metrics)
+                times.append(time.perf_counter() - start)
+                offset += size
+            if i > 0:
+                results.append(
+                    dict(
+                        old=sizes[i - 1],
+                        new=size,
+                        first_s=times[0],
+                        steady_s=statistics.median(times[1:]),
+                    )
+                )
+        feeder.close()
+    return results
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--preset", default="tiny")
-  p.add_argument("--ctx", type=int, default=128)
-  p.add_argument("--dtype", default="float32")
-  p.add_argument("--sizes", default="16,32,64,128")
-  p.add_argument("--micro", type=int, default=64, help="micro-batch per device")
-  p.add_argument("--first-steps", type=int, default=60,
-                 help="steps before the first switch (ahead-of-time compiles finish meanwhile)")
-  p.add_argument("--steps", type=int, default=12, help="steps at each later size")
-  p.add_argument("--variant", choices=("plain", "bsjax"), help=argparse.SUPPRESS)
-  p.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)
-  args = p.parse_args()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--ctx", type=int, default=128)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--sizes", default="16,32,64,128")
+    p.add_argument("--micro", type=int, default=64, help="micro-batch per device")
+    p.add_argument(
+        "--first-steps",
+        type=int,
+        default=60,
+        help="steps before the first switch (ahead-of-time compiles finish meanwhile)",
+    )
+    p.add_argument("--steps", type=int, default=12, help="steps at each later size")
+    p.add_argument("--variant", choices=("plain", "bsjax"), help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
 
-  if args.variant:  # a child process: run one variant, print its switches as JSON
-    result = run_plain(args) if args.variant == "plain" else run_bsjax(args)
-    print("RESULT " + json.dumps(result))
-    return
+    if args.variant:  # a child process: run one variant, print its switches as JSON
+        result = run_plain(args) if args.variant == "plain" else run_bsjax(args)
+        print("RESULT " + json.dumps(result))
+        return
 
-  passthrough = [f"--preset={args.preset}", f"--ctx={args.ctx}", f"--dtype={args.dtype}",
-                 f"--sizes={args.sizes}", f"--micro={args.micro}",
-                 f"--first-steps={args.first_steps}", f"--steps={args.steps}"]
-  rows = {}
-  with tempfile.TemporaryDirectory() as cache:
-    for name, variant in (("plain", "plain"), ("bsjax-cold", "bsjax"), ("bsjax-warm", "bsjax")):
-      out = subprocess.run([sys.executable, __file__, f"--variant={variant}",
-                            f"--cache-dir={cache}", *passthrough],
-                           capture_output=True, text=True, env=dict(os.environ))
-      result_lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-      if out.returncode or not result_lines:
-        sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
-      rows[name] = json.loads(result_lines[-1][len("RESULT "):])
+    passthrough = [
+        f"--preset={args.preset}",
+        f"--ctx={args.ctx}",
+        f"--dtype={args.dtype}",
+        f"--sizes={args.sizes}",
+        f"--micro={args.micro}",
+        f"--first-steps={args.first_steps}",
+        f"--steps={args.steps}",
+    ]
+    rows = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for name, variant in (("plain", "plain"), ("bsjax-cold", "bsjax"), ("bsjax-warm", "bsjax")):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    f"--variant={variant}",
+                    f"--cache-dir={cache}",
+                    *passthrough,
+                ],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ),
+            )
+            result_lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+            if out.returncode or not result_lines:
+                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+            rows[name] = json.loads(result_lines[-1][len("RESULT ") :])
 
-  import jax
+    import jax
 
-  print(f"device: {jax.default_backend()} ({jax.devices()[0].device_kind}), model {args.preset}, "
-        f"ctx {args.ctx}, {args.dtype}, sizes {args.sizes}")
-  print(f"{'switch':>12} | " + " | ".join(f"{n:>22}" for n in rows))
-  print(f"{'':>12} | " + " | ".join(f"{'first/steady (first s)':>22}" for _ in rows))
-  for i, sw in enumerate(rows["plain"]):
-    cells = []
+    print(
+        f"device: {jax.default_backend()} ({jax.devices()[0].device_kind}), model {args.preset}, "
+        f"ctx {args.ctx}, {args.dtype}, sizes {args.sizes}"
+    )
+    print(f"{'switch':>12} | " + " | ".join(f"{n:>22}" for n in rows))
+    print(f"{'':>12} | " + " | ".join(f"{'first/steady (first s)':>22}" for _ in rows))
+    for i, sw in enumerate(rows["plain"]):
+        cells = []
+        for name in rows:
+            r = rows[name][i]
+            cells.append(f"{r['first_s'] / r['steady_s']:8.2f} ({r['first_s']:8.3f}s)")
+        print(f"{sw['old']:>5} -> {sw['new']:<4} | " + " | ".join(f"{c:>22}" for c in cells))
     for name in rows:
-      r = rows[name][i]
-      cells.append(f"{r['first_s'] / r['steady_s']:8.2f} ({r['first_s']:8.3f}s)")
-    print(f"{sw['old']:>5} -> {sw['new']:<4} | " + " | ".join(f"{c:>22}" for c in cells))
-  for name in rows:
-    worst = max(r["first_s"] / r["steady_s"] for r in rows[name])
-    print(f"worst ratio {name:>10}: {worst:.2f}" + ("  (aim <= 1.5)" if "bsjax" in name else ""))
+        worst = max(r["first_s"] / r["steady_s"] for r in rows[name])
+        print(
+            f"worst ratio {name:>10}: {worst:.2f}" + ("  (aim <= 1.5)" if "bsjax" in name else "")
+        )
 
 
 if __name__ == "__main__":
-  main()
+    main()

@@ -14,6 +14,7 @@ machine is shared.
 
 Usage: python experiments/benchmarks/theory_speed.py [--dim 10000] [--steps 10000] [--baseline-steps 300]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,11 @@ import time
 # the local devices. (--xla_cpu_multi_thread_eigen stays on for the NumPy-free baseline.)
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from bsjax.theory.linreg import LinRegProblem, risk_curves, risk_curves_reference  # noqa: E402
-from bsjax.theory.schedules import Schedule  # noqa: E402
+from bsjax.theory.linreg import LinRegProblem, risk_curves, risk_curves_reference
+from bsjax.theory.schedules import Schedule
 
 
 def _cpu_s() -> float:
@@ -66,23 +67,37 @@ def main() -> None:
     last_ref, avg_ref = risk_curves_reference(problem, short)
     base_s = time.perf_counter() - t0
     check = risk_curves(problem, short, record_every=1, dtype=args.dtype, block=args.block)
-    err = max(np.abs(check.last_GR / last_ref - 1).max(), np.abs(check.averaged_GR / avg_ref - 1).max())
+    err = max(
+        np.abs(check.last_GR / last_ref - 1).max(), np.abs(check.averaged_GR / avg_ref - 1).max()
+    )
 
     per_step_ours = ours_s / args.steps
     per_step_base = base_s / args.baseline_steps
     out = {
-        "dim": args.dim, "configs": len(scheds), "steps": args.steps, "dtype": args.dtype,
-        "cpus": os.cpu_count(), "jax_devices": jax.local_device_count(),
-        "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0],
+        "dim": args.dim,
+        "configs": len(scheds),
+        "steps": args.steps,
+        "dtype": args.dtype,
+        "cpus": os.cpu_count(),
+        "jax_devices": jax.local_device_count(),
+        "load_avg_1min_before": load_before,
+        "load_avg_1min_after": os.getloadavg()[0],
         "first_call_s (incl. compile)": round(first_s, 3),
-        "ours_wall_s": round(ours_s, 3), "ours_cpu_s": round(ours_cpu, 3),
-        "target_s": 10.0, "meets_target": ours_s <= 10.0,
+        "ours_wall_s": round(ours_s, 3),
+        "ours_cpu_s": round(ours_cpu, 3),
+        "target_s": 10.0,
+        "meets_target": ours_s <= 10.0,
         "baseline_numpy_f64_wall_s_per_step": round(per_step_base, 5),
         "ours_wall_s_per_step": round(per_step_ours, 6),
         "speedup_vs_numpy_per_step": round(per_step_base / per_step_ours, 2),
         "baseline_extrapolated_full_s": round(per_step_base * args.steps, 1),
-        "max_rel_diff_vs_float64_reference (first %d steps)" % args.baseline_steps: float(f"{err:.2e}"),
-        "final_averaged_risk_range": [float(curves.final_averaged_G.min()), float(curves.final_averaged_G.max())],
+        f"max_rel_diff_vs_float64_reference (first {args.baseline_steps} steps)": float(
+            f"{err:.2e}"
+        ),
+        "final_averaged_risk_range": [
+            float(curves.final_averaged_G.min()),
+            float(curves.final_averaged_G.max()),
+        ],
     }
     print(json.dumps(out, indent=2))
 

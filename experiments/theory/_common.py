@@ -1,4 +1,5 @@
 """Shared bits of the theory experiment scripts: output folder and the results-file writer."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,9 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the PNG and results files")
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="folder for the PNG and results files"
+    )
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     return p
 

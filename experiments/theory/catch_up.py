@@ -7,6 +7,7 @@ s / (1 - 1/beta) (derived in bsjax.theory.catchup; valid while the large-batch l
 signal-dominated). Exact linear regression (a = 2, b = 1.6): the same gap on the exact risk.
 Writes results/catch_up.{png,md,json}.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,15 +16,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import parser, write_results  # noqa: E402
+from _common import parser, write_results
 
-from bsjax.theory.catchup import catch_up, catch_up_scaling, exact_loss_fn  # noqa: E402
-from bsjax.theory.fsl import FSL  # noqa: E402
-from bsjax.theory.linreg import LinRegProblem  # noqa: E402
+from bsjax.theory.catchup import catch_up, catch_up_scaling, exact_loss_fn
+from bsjax.theory.fsl import FSL
+from bsjax.theory.linreg import LinRegProblem
 
 TASKS = [(0.1, 2.0), (0.3, 2.0), (0.45, 2.0), (0.8, 2.0), (0.2, 3.0), (0.3, 1.5), (0.1, 1.3)]
 
@@ -31,22 +32,36 @@ TASKS = [(0.1, 2.0), (0.3, 2.0), (0.45, 2.0), (0.8, 2.0), (0.2, 3.0), (0.3, 1.5)
 def main() -> None:
     args = parser(__doc__.split("\n")[0]).parse_args()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.4))
-    switch_steps = [10 ** 4, 10 ** 5, 10 ** 6] if args.quick else [10 ** 4, 10 ** 5, 10 ** 6, 10 ** 7]
+    switch_steps = [10**4, 10**5, 10**6] if args.quick else [10**4, 10**5, 10**6, 10**7]
     rows, data = [], {"fsl": [], "switch_steps": switch_steps}
     for s, beta in TASKS:
         fsl = FSL(s, beta)
-        cu = catch_up(fsl, lr=0.1, batch_small=1, batch_large=16, switch_step=10 ** 5)
+        cu = catch_up(fsl, lr=0.1, batch_small=1, batch_large=16, switch_step=10**5)
         sc = catch_up_scaling(fsl, lr=0.1, batch_small=1, batch_large=16, switch_steps=switch_steps)
-        ax0.loglog(cu.steps_after_R, np.maximum(cu.relative_gap_R, 1e-9), label=f"s={s}, beta={beta} ({fsl.task_class})")
+        ax0.loglog(
+            cu.steps_after_R,
+            np.maximum(cu.relative_gap_R, 1e-9),
+            label=f"s={s}, beta={beta} ({fsl.task_class})",
+        )
         tc = [r.catch_up_steps for r in sc.runs]
         frac = ["-" if t is None else f"{t / r.switch_step:.3g}" for t, r in zip(tc, sc.runs)]
         meas = "-" if sc.measured_exponent is None else f"{sc.measured_exponent:.3f}"
-        rows.append(f"| {s} | {beta} | {fsl.task_class} | {cu.decay_exponent:.3f} | {cu.predicted_decay_exponent:.3f} | "
-                    f"{' / '.join(frac)} | {meas} | {sc.predicted_exponent:.3f} |")
-        data["fsl"].append({"s": s, "beta": beta, "class": fsl.task_class, "decay_exponent": cu.decay_exponent,
-                            "predicted_decay_exponent": cu.predicted_decay_exponent,
-                            "catch_up_steps": tc, "catch_up_exponent": sc.measured_exponent,
-                            "predicted_catch_up_exponent": sc.predicted_exponent})
+        rows.append(
+            f"| {s} | {beta} | {fsl.task_class} | {cu.decay_exponent:.3f} | {cu.predicted_decay_exponent:.3f} | "
+            f"{' / '.join(frac)} | {meas} | {sc.predicted_exponent:.3f} |"
+        )
+        data["fsl"].append(
+            {
+                "s": s,
+                "beta": beta,
+                "class": fsl.task_class,
+                "decay_exponent": cu.decay_exponent,
+                "predicted_decay_exponent": cu.predicted_decay_exponent,
+                "catch_up_steps": tc,
+                "catch_up_exponent": sc.measured_exponent,
+                "predicted_catch_up_exponent": sc.predicted_exponent,
+            }
+        )
     ax0.axhline(0.05, color="k", ls="--", lw=1)
     ax0.set_xlabel("steps since the switch (switch at 1e5, lr 0.1)")
     ax0.set_ylabel("relative gap to constant B=16")
@@ -57,10 +72,15 @@ def main() -> None:
     problem = LinRegProblem(a=2.0, b=1.6, noise=1.0, dim=2000)
     n1 = 5000 if args.quick else 20000
     exact = catch_up(exact_loss_fn(problem), lr=0.2, batch_small=1, batch_large=16, switch_step=n1)
-    fsl_m = catch_up(FSL.from_linreg(problem), lr=0.2, batch_small=1, batch_large=16, switch_step=n1)
+    fsl_m = catch_up(
+        FSL.from_linreg(problem), lr=0.2, batch_small=1, batch_large=16, switch_step=n1
+    )
     for cu, name in ((exact, "exact risk"), (fsl_m, "matched FSL")):
-        ax1.loglog(cu.steps_after_R, np.maximum(cu.relative_gap_R, 1e-9),
-                   label=f"{name}: decay {cu.decay_exponent:.3f}, catch-up {cu.catch_up_steps:.0f} steps")
+        ax1.loglog(
+            cu.steps_after_R,
+            np.maximum(cu.relative_gap_R, 1e-9),
+            label=f"{name}: decay {cu.decay_exponent:.3f}, catch-up {cu.catch_up_steps:.0f} steps",
+        )
     ax1.axhline(0.05, color="k", ls="--", lw=1)
     ax1.set_xlabel(f"steps since the switch (switch at {n1}, lr 0.2)")
     ax1.set_ylabel("relative gap to constant B=16")
@@ -71,11 +91,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out / "catch_up.png", dpi=120)
     plt.close(fig)
-    data["exact"] = {"a": 2.0, "b": 1.6, "dim": 2000, "switch_step": n1,
-                     "exact_decay_exponent": exact.decay_exponent,
-                     "exact_catch_up_steps": exact.catch_up_steps,
-                     "fsl_decay_exponent": fsl_m.decay_exponent, "fsl_catch_up_steps": fsl_m.catch_up_steps,
-                     "predicted_decay_exponent": -(1 - 1 / 2.0)}
+    data["exact"] = {
+        "a": 2.0,
+        "b": 1.6,
+        "dim": 2000,
+        "switch_step": n1,
+        "exact_decay_exponent": exact.decay_exponent,
+        "exact_catch_up_steps": exact.catch_up_steps,
+        "fsl_decay_exponent": fsl_m.decay_exponent,
+        "fsl_catch_up_steps": fsl_m.catch_up_steps,
+        "predicted_decay_exponent": -(1 - 1 / 2.0),
+    }
     md = [
         "# Fast catch-up after a small-to-large batch switch",
         "",

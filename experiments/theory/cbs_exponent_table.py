@@ -4,6 +4,7 @@ For each (a, b): B*(D) on the exact risk of averaged mini-batch SGD (bsjax.theor
 D = 2^10 .. 2^18, risk factor 2; the fitted slope against 1 - a / min(b, 2a + 1).
 Writes results/cbs_exponent_table.{png,md,json}.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,18 +14,28 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import parser, write_results  # noqa: E402
+from _common import parser, write_results
 
-from bsjax.theory import plots  # noqa: E402
-from bsjax.theory.cbs_scaling import cbs_scaling  # noqa: E402
+from bsjax.theory import plots
+from bsjax.theory.cbs_scaling import cbs_scaling
 
-PAIRS = [(1.5, 2.5), (2.0, 2.4), (2.0, 3.0), (2.5, 4.0), (3.0, 4.0), (1.5, 5.0), (2.0, 6.0),
-         (3.0, 9.0), (1.3, 2.0), (3.0, 2.0)]
+PAIRS = [
+    (1.5, 2.5),
+    (2.0, 2.4),
+    (2.0, 3.0),
+    (2.5, 4.0),
+    (3.0, 4.0),
+    (1.5, 5.0),
+    (2.0, 6.0),
+    (3.0, 9.0),
+    (1.3, 2.0),
+    (3.0, 2.0),
+]
 
 
 def main() -> None:
     args = parser(__doc__.split("\n")[0]).parse_args()
-    sizes = [2 ** k for k in (range(8, 13, 2) if args.quick else range(10, 19, 2))]
+    sizes = [2**k for k in (range(8, 13, 2) if args.quick else range(10, 19, 2))]
     rows, results, data = [], [], {"data_sizes": sizes, "pairs": []}
     for a, b in PAIRS:
         t0 = time.perf_counter()
@@ -34,11 +45,13 @@ def main() -> None:
         bstar = np.array([p.critical_batch_size for p in res.points])
         local = np.diff(np.log(bstar)) / np.diff(np.log(sizes))
         err = abs(res.measured_exponent - res.predicted_exponent)
-        rows.append(f"| {a:g} | {b:g} | {res.dim} | {res.predicted_exponent:.3f} | "
-                    f"{res.measured_exponent:.3f} | {err:.3f} | "
-                    f"{', '.join(f'{x:.3f}' for x in local)} | "
-                    f"{', '.join(f'{x:.0f}' for x in bstar)} | "
-                    f"{', '.join(str(p.optimal_batch) for p in res.points)} | {secs:.0f} |")
+        rows.append(
+            f"| {a:g} | {b:g} | {res.dim} | {res.predicted_exponent:.3f} | "
+            f"{res.measured_exponent:.3f} | {err:.3f} | "
+            f"{', '.join(f'{x:.3f}' for x in local)} | "
+            f"{', '.join(f'{x:.0f}' for x in bstar)} | "
+            f"{', '.join(str(p.optimal_batch) for p in res.points)} | {secs:.0f} |"
+        )
         data["pairs"].append({**res.to_json(), "local_exponents": local.tolist(), "seconds": secs})
         if b > a:
             results.append(res)

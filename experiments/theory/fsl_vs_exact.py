@@ -5,6 +5,7 @@ the ratio FSL / exact is reported along training for constant B = 1, constant B 
 1 -> 16 at 3/4 of the steps. An asymptotic equivalence shows as a bounded, flat ratio.
 Writes results/fsl_vs_exact.{png,md,json}.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,15 +14,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import parser, write_results  # noqa: E402
+from _common import parser, write_results
 
-from bsjax.theory.fsl_check import compare_fsl_exact  # noqa: E402
-from bsjax.theory.linreg import LinRegProblem  # noqa: E402
-from bsjax.theory.schedules import Schedule, Segment  # noqa: E402
+from bsjax.theory.fsl_check import compare_fsl_exact
+from bsjax.theory.linreg import LinRegProblem
+from bsjax.theory.schedules import Schedule, Segment
 
 PAIRS = [(2.0, 3.0), (2.0, 1.6), (1.5, 4.0), (3.0, 5.0)]
 
@@ -30,8 +31,11 @@ def main() -> None:
     args = parser(__doc__.split("\n")[0]).parse_args()
     n, lr = (5000, 0.2) if args.quick else (40000, 0.2)
     sw = 3 * n // 4
-    scheds = [Schedule.constant(lr, 1, steps=n), Schedule.constant(lr, 16, steps=n),
-              Schedule((Segment(sw, lr, 1), Segment(n - sw, lr, 16)))]
+    scheds = [
+        Schedule.constant(lr, 1, steps=n),
+        Schedule.constant(lr, 16, steps=n),
+        Schedule((Segment(sw, lr, 1), Segment(n - sw, lr, 16))),
+    ]
     names = ["constant B=1", "constant B=16", f"switch 1->16 at {sw}"]
     fig, axes = plt.subplots(2, len(PAIRS), figsize=(4 * len(PAIRS), 6.5), sharex=True)
     rows, data = [], {"steps": n, "lr": lr, "pairs": []}
@@ -44,9 +48,13 @@ def main() -> None:
             axes[0, k].loglog(s, cmp.fsl_GR[g], "--", color=line.get_color())
             axes[1, k].semilogx(s[1:], cmp.ratio_GR[g, 1:], color=line.get_color())
             r = cmp.ratio_GR[g, 5:]
-            rows.append(f"| {a} | {b} | {(b - 1) / a:.2f} | {name} | {r.min():.3f} | {r.max():.3f} | "
-                        f"{cmp.ratio_GR[g, -1]:.3f} |")
-        axes[0, k].set_title(f"a={a}, b={b} (s={(b - 1) / a:.2f}, beta={a}); dashed: FSL", fontsize=9)
+            rows.append(
+                f"| {a} | {b} | {(b - 1) / a:.2f} | {name} | {r.min():.3f} | {r.max():.3f} | "
+                f"{cmp.ratio_GR[g, -1]:.3f} |"
+            )
+        axes[0, k].set_title(
+            f"a={a}, b={b} (s={(b - 1) / a:.2f}, beta={a}); dashed: FSL", fontsize=9
+        )
         axes[1, k].set_xlabel("steps")
         axes[1, k].axhline(1.0, color="k", lw=0.8)
         for ax in axes[:, k]:

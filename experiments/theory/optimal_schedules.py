@@ -5,6 +5,7 @@ constant batch; and the measured class (share of training at the smallest batch)
 beta = 2 for growing D, which flips at the boundary s = 1 - 1/beta = 0.5.
 Writes results/optimal_schedules.{png,md,json}.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,22 +14,22 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import parser, write_results  # noqa: E402
+from _common import parser, write_results
 
-from bsjax.theory.fsl import FSL  # noqa: E402
-from bsjax.theory.optimal import optimal_bucket_schedule, optimal_continuous_schedule  # noqa: E402
-from bsjax.theory.schedules import Schedule  # noqa: E402
+from bsjax.theory.fsl import FSL
+from bsjax.theory.optimal import optimal_bucket_schedule, optimal_continuous_schedule
+from bsjax.theory.schedules import Schedule
 
 LR = 0.1
-BUCKETS = [2 ** k for k in range(11)]
+BUCKETS = [2**k for k in range(11)]
 
 
 def main() -> None:
     args = parser(__doc__.split("\n")[0]).parse_args()
-    D = 10 ** 6 if args.quick else 10 ** 8
+    D = 10**6 if args.quick else 10**8
     tasks = {"hard (s=0.2, beta=2)": FSL(0.2, 2.0), "easy (s=1.0, beta=2)": FSL(1.0, 2.0)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     rows, data = [], {"data_size": D, "lr": LR, "tasks": {}}
@@ -44,17 +45,28 @@ def main() -> None:
             y += [seg.batch] * 2
             used += seg.steps * seg.batch
         ax.semilogy(x, y, label=f"buckets, loss {buck.loss:.4g}")
-        ax.axhline(b_best, color="gray", ls=":", label=f"best constant B={b_best}, loss {consts[b_best]:.4g}")
+        ax.axhline(
+            b_best,
+            color="gray",
+            ls=":",
+            label=f"best constant B={b_best}, loss {consts[b_best]:.4g}",
+        )
         ax.set_title(f"{name}: {fsl.task_class} / by shape {cont.measured_class}")
         ax.set_xlabel("fraction of the data budget used")
         ax.set_ylabel("batch size")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        rows.append(f"| {name} | {fsl.task_class} | {cont.measured_class} | {cont.fraction_at_min:.3f} | "
-                    f"{cont.loss:.4g} | {buck.loss:.4g} | {buck.schedule.num_examples == D} | "
-                    f"{b_best} | {consts[b_best]:.4g} |")
-        data["tasks"][name] = {"continuous_loss": cont.loss, "fraction_at_min": cont.fraction_at_min,
-                               "bucket": buck.to_json(), "constant_losses": consts}
+        rows.append(
+            f"| {name} | {fsl.task_class} | {cont.measured_class} | {cont.fraction_at_min:.3f} | "
+            f"{cont.loss:.4g} | {buck.loss:.4g} | {buck.schedule.num_examples == D} | "
+            f"{b_best} | {consts[b_best]:.4g} |"
+        )
+        data["tasks"][name] = {
+            "continuous_loss": cont.loss,
+            "fraction_at_min": cont.fraction_at_min,
+            "bucket": buck.to_json(),
+            "constant_losses": consts,
+        }
     fig.suptitle(f"FSL-optimal batch schedules, D = {D:.0e} examples, lr = {LR}")
     fig.tight_layout()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -63,9 +75,13 @@ def main() -> None:
 
     # measured class across the boundary
     s_grid = [0.3, 0.4, 0.45, 0.55, 0.6, 0.7]
-    Ds = [10 ** 6, 10 ** 8, 10 ** 10] if not args.quick else [10 ** 6, 10 ** 8]
-    frac = {s: [optimal_continuous_schedule(FSL(s, 2.0), lr=LR, data_size=d).fraction_at_min
-                for d in Ds] for s in s_grid}
+    Ds = [10**6, 10**8, 10**10] if not args.quick else [10**6, 10**8]
+    frac = {
+        s: [
+            optimal_continuous_schedule(FSL(s, 2.0), lr=LR, data_size=d).fraction_at_min for d in Ds
+        ]
+        for s in s_grid
+    }
     data["fraction_at_min_vs_s"] = {"data_sizes": Ds, "s": s_grid, "fraction": frac}
     md = [
         "# FSL-optimal batch schedules under a data budget",

@@ -13,27 +13,69 @@
 ``config`` builds any of them (or the fixed ``ScheduledPolicy``) from
 ``batch.policy``.
 """
+
 from bsjax.batching.policies.common import Ladder, PolicyBase, TablePolicy
-from bsjax.batching.policies.config import (POLICY_NAMES, default_policy_config,
-                                            ladder_from_config, policy_from_config,
-                                            validate_policy_config)
-from bsjax.batching.policies.fsl import (FslSolution, fsl_loss, fsl_policy, optimal_switch_points,
-                                         schedule_from_solution, switch_fraction_exponent,
-                                         task_is_hard)
-from bsjax.batching.policies.noise_scale import (NoiseScaleEMA, NoiseScalePolicy,
-                                                 NoiseScaleWarning, noise_scale_estimate)
-from bsjax.batching.policies.probe import (Prober, ProberMissingError, ProbePolicy,
-                                           measured_cbs_factor)
+from bsjax.batching.policies.config import (
+    POLICY_NAMES,
+    default_policy_config,
+    ladder_from_config,
+    policy_from_config,
+    validate_policy_config,
+)
+from bsjax.batching.policies.fsl import (
+    FslSolution,
+    fsl_loss,
+    fsl_policy,
+    optimal_switch_points,
+    schedule_from_solution,
+    switch_fraction_exponent,
+    task_is_hard,
+)
+from bsjax.batching.policies.noise_scale import (
+    NoiseScaleEMA,
+    NoiseScalePolicy,
+    NoiseScaleWarning,
+    noise_scale_estimate,
+)
+from bsjax.batching.policies.probe import (
+    ProbePolicy,
+    Prober,
+    ProberMissingError,
+    measured_cbs_factor,
+)
 from bsjax.batching.policies.seesaw import SeesawPolicy
-from bsjax.batching.policies.wsd_es import (LossTargetPolicy, parse_loss_targets,
-                                            token_stepped_policy)
+from bsjax.batching.policies.wsd_es import (
+    LossTargetPolicy,
+    parse_loss_targets,
+    token_stepped_policy,
+)
 
 __all__ = [
-    "FslSolution", "Ladder", "LossTargetPolicy", "NoiseScaleEMA", "NoiseScalePolicy",
-    "NoiseScaleWarning", "POLICY_NAMES", "PolicyBase", "Prober", "ProberMissingError",
-    "ProbePolicy", "SeesawPolicy", "TablePolicy", "default_policy_config", "fsl_loss",
-    "fsl_policy", "ladder_from_config", "measured_cbs_factor", "noise_scale_estimate",
-    "optimal_switch_points", "parse_loss_targets", "policy_from_config",
-    "schedule_from_solution", "switch_fraction_exponent", "task_is_hard",
-    "token_stepped_policy", "validate_policy_config",
+    "FslSolution",
+    "Ladder",
+    "LossTargetPolicy",
+    "NoiseScaleEMA",
+    "NoiseScalePolicy",
+    "NoiseScaleWarning",
+    "POLICY_NAMES",
+    "PolicyBase",
+    "Prober",
+    "ProberMissingError",
+    "ProbePolicy",
+    "SeesawPolicy",
+    "TablePolicy",
+    "default_policy_config",
+    "fsl_loss",
+    "fsl_policy",
+    "ladder_from_config",
+    "measured_cbs_factor",
+    "noise_scale_estimate",
+    "optimal_switch_points",
+    "parse_loss_targets",
+    "policy_from_config",
+    "schedule_from_solution",
+    "switch_fraction_exponent",
+    "task_is_hard",
+    "token_stepped_policy",
+    "validate_policy_config",
 ]

@@ -1,11 +1,13 @@
 """What the adaptive policies share: a size ladder, a base class with optional hooks,
 state checks on resume, and a fixed table behind the policy interface with its own reason."""
+
 from __future__ import annotations
 
 import bisect
 import math
 import warnings
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from bsjax.batching.controller import BatchPolicy, Decision, ScheduledPolicy
 from bsjax.batching.errors import BatchConfigError
@@ -44,12 +46,17 @@ class PolicyBase(BatchPolicy):
     def _check_state(self, state: Mapping[str, Any]) -> None:
         """Refuse another policy's state; warn when the configuration changed since the save."""
         if state.get("policy") != self.kind:
-            raise BatchConfigError(f"policy state is for {state.get('policy')!r}, not "
-                                   f"{self.kind!r}; the checkpoint came from another policy")
+            raise BatchConfigError(
+                f"policy state is for {state.get('policy')!r}, not "
+                f"{self.kind!r}; the checkpoint came from another policy"
+            )
         saved = state.get("describe")
         if saved is not None and saved != self.describe():
-            warnings.warn(f"resuming policy {self.kind!r} configured as '{self.describe()}' "
-                          f"but the checkpoint used '{saved}'", stacklevel=3)
+            warnings.warn(
+                f"resuming policy {self.kind!r} configured as '{self.describe()}' "
+                f"but the checkpoint used '{saved}'",
+                stacklevel=3,
+            )
 
 
 class Ladder:
@@ -64,20 +71,22 @@ class Ladder:
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
                 problems.append(f"{name}: entry {i} must be a positive int, got {size!r}")
             elif i > 0 and isinstance(sizes[i - 1], int) and size <= sizes[i - 1]:
-                problems.append(f"{name}: sizes must be strictly increasing, but {size} "
-                                f"follows {sizes[i - 1]}")
+                problems.append(
+                    f"{name}: sizes must be strictly increasing, but {size} follows {sizes[i - 1]}"
+                )
         if problems:
             raise BatchConfigError(problems)
         self.sizes: list[int] = sizes
 
     @classmethod
-    def doubling(cls, start: int, top: int) -> "Ladder":
+    def doubling(cls, start: int, top: int) -> Ladder:
         """``start, 2 start, 4 start, ...`` up to and including ``top`` (if reached)."""
         if isinstance(start, bool) or not isinstance(start, int) or start <= 0:
             raise BatchConfigError(f"ladder start must be a positive int, got {start!r}")
         if isinstance(top, bool) or not isinstance(top, int) or top < start:
-            raise BatchConfigError(f"max_batch_size must be an int >= the start size {start}, "
-                                   f"got {top!r}")
+            raise BatchConfigError(
+                f"max_batch_size must be an int >= the start size {start}, got {top!r}"
+            )
         sizes, size = [], start
         while size <= top:
             sizes.append(size)
@@ -137,20 +146,28 @@ class TablePolicy(ScheduledPolicy, PolicyBase):
     plus the ``measured`` quantities the policy derived its table from.
     """
 
-    def __init__(self, schedule: Schedule, *, kind: str, reason: str,
-                 measured: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        schedule: Schedule,
+        *,
+        kind: str,
+        reason: str,
+        measured: Mapping[str, float] | None = None,
+    ):
         super().__init__(schedule)
         self.kind = kind
         self.reason = reason
         self.extra_measured = {k: float(v) for k, v in (measured or {}).items()}
 
-    def decide(self, step: int, tokens: int, batch_size: int,
-               metrics: Mapping[str, float]) -> Decision | None:
+    def decide(
+        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
+    ) -> Decision | None:
         decision = super().decide(step, tokens, batch_size, metrics)
         if decision is None:
             return None
-        return Decision(decision.batch_size, self.reason,
-                        {**decision.measured, **self.extra_measured})
+        return Decision(
+            decision.batch_size, self.reason, {**decision.measured, **self.extra_measured}
+        )
 
     def describe(self) -> str:
         return f"{self.kind}: {self.schedule.describe()}"

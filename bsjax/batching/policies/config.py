@@ -12,9 +12,11 @@ Policies other than "schedule" start from ``batch.batch_size`` (except
 ``wsd_es``, which starts at its first target's B_opt) and need
 ``batch.schedule = "constant"``: the fixed schedule keys belong to "schedule".
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -27,8 +29,11 @@ from bsjax.batching.policies.fsl import fsl_policy
 from bsjax.batching.policies.noise_scale import NoiseScalePolicy
 from bsjax.batching.policies.probe import ProbePolicy
 from bsjax.batching.policies.seesaw import SeesawPolicy
-from bsjax.batching.policies.wsd_es import (LossTargetPolicy, parse_loss_targets,
-                                            token_stepped_policy)
+from bsjax.batching.policies.wsd_es import (
+    LossTargetPolicy,
+    parse_loss_targets,
+    token_stepped_policy,
+)
 from bsjax.batching.schedules import Schedule, schedule_from_config
 
 POLICY_NAMES = ("schedule", "noise_scale", "probe", "wsd_es", "fsl", "seesaw")
@@ -62,29 +67,48 @@ def default_policy_config() -> ml_collections.ConfigDict:
     cfg.name = "schedule"
     cfg.sizes = ""
     cfg.max_batch_size = 0
-    cfg.noise_scale = ml_collections.ConfigDict(dict(
-        multiple=1.0, ema=0.95, decide_every=10, warmup_steps=20, hysteresis=0.25, patience=2,
-        allow_decrease=False))
-    cfg.probe = ml_collections.ConfigDict(dict(
-        factors="1 2 4", eps=0.01, eps_mode="relative", probe_tokens="100K", every_tokens="1M",
-        start_tokens="", cbs_over=2.0))
-    cfg.wsd_es = ml_collections.ConfigDict(dict(
-        mode="loss", targets="", table="", loss_key="loss", ema=0.9, min_steps=0))
-    cfg.fsl = ml_collections.ConfigDict(dict(
-        s=0.0, beta=0.0, sigma2=1.0, lr=0.5, budget_examples="0"))
+    cfg.noise_scale = ml_collections.ConfigDict(
+        dict(
+            multiple=1.0,
+            ema=0.95,
+            decide_every=10,
+            warmup_steps=20,
+            hysteresis=0.25,
+            patience=2,
+            allow_decrease=False,
+        )
+    )
+    cfg.probe = ml_collections.ConfigDict(
+        dict(
+            factors="1 2 4",
+            eps=0.01,
+            eps_mode="relative",
+            probe_tokens="100K",
+            every_tokens="1M",
+            start_tokens="",
+            cbs_over=2.0,
+        )
+    )
+    cfg.wsd_es = ml_collections.ConfigDict(
+        dict(mode="loss", targets="", table="", loss_key="loss", ema=0.9, min_steps=0)
+    )
+    cfg.fsl = ml_collections.ConfigDict(
+        dict(s=0.0, beta=0.0, sigma2=1.0, lr=0.5, budget_examples="0")
+    )
     return cfg
 
 
 _DEFAULTS = default_policy_config()
-SECTION_KEYS = {name: frozenset(_DEFAULTS[name].keys())
-                for name in ("noise_scale", "probe", "wsd_es", "fsl")}
+SECTION_KEYS = {
+    name: frozenset(_DEFAULTS[name].keys()) for name in ("noise_scale", "probe", "wsd_es", "fsl")
+}
 TOP_KEYS = frozenset(_DEFAULTS.keys())
 
 
 def _get(cfg: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
     if cfg is None:
         return default
-    return cfg[key] if key in cfg else default
+    return cfg.get(key, default)
 
 
 def _section(policy_cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -113,16 +137,21 @@ def ladder_from_config(policy_cfg: Mapping[str, Any] | None, start: int) -> Ladd
         except BatchConfigError as err:
             raise BatchConfigError(_prefixed(err.problems, "batch.policy.sizes")) from None
         if start not in ladder.sizes:
-            raise BatchConfigError(f"batch.policy.sizes: {ladder.sizes} must include the start "
-                                   f"size batch.batch_size={start}")
+            raise BatchConfigError(
+                f"batch.policy.sizes: {ladder.sizes} must include the start "
+                f"size batch.batch_size={start}"
+            )
         return ladder
     top = _get(policy_cfg, "max_batch_size", 0)
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
-        raise BatchConfigError(f"batch.policy.max_batch_size must be an int >= 0 (0: "
-                               f"{DEFAULT_LADDER_SPAN} x the start size), got {top!r}")
+        raise BatchConfigError(
+            f"batch.policy.max_batch_size must be an int >= 0 (0: "
+            f"{DEFAULT_LADDER_SPAN} x the start size), got {top!r}"
+        )
     if top and top < start:
-        raise BatchConfigError(f"batch.policy.max_batch_size={top} is below the start size "
-                               f"batch.batch_size={start}")
+        raise BatchConfigError(
+            f"batch.policy.max_batch_size={top} is below the start size batch.batch_size={start}"
+        )
     return Ladder.doubling(start, top or DEFAULT_LADDER_SPAN * start)
 
 
@@ -139,15 +168,26 @@ def _build_noise_scale(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards
     buckets = None
     if data_shards:
         try:
-            buckets = enumerate_buckets(ladder.sizes, data_shards,
-                                        _get(batch_cfg, "micro_batch_per_device", 16),
-                                        _get(batch_cfg, "max_accum_steps", 0) or None)
+            buckets = enumerate_buckets(
+                ladder.sizes,
+                data_shards,
+                _get(batch_cfg, "micro_batch_per_device", 16),
+                _get(batch_cfg, "max_accum_steps", 0) or None,
+            )
         except BatchConfigError:
             buckets = None  # reported by the bucket check of validation
-    return NoiseScalePolicy(ladder, start, multiple=c["multiple"], ema=c["ema"],
-                            decide_every=c["decide_every"], warmup_steps=c["warmup_steps"],
-                            hysteresis=c["hysteresis"], patience=c["patience"],
-                            allow_decrease=c["allow_decrease"], buckets=buckets)
+    return NoiseScalePolicy(
+        ladder,
+        start,
+        multiple=c["multiple"],
+        ema=c["ema"],
+        decide_every=c["decide_every"],
+        warmup_steps=c["warmup_steps"],
+        hysteresis=c["hysteresis"],
+        patience=c["patience"],
+        allow_decrease=c["allow_decrease"],
+        buckets=buckets,
+    )
 
 
 def _build_probe(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
@@ -163,8 +203,9 @@ def _build_probe(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_s
     start_tokens = None
     if c["start_tokens"] not in ("", None):
         try:
-            start_tokens = _count(c["start_tokens"], "batch.policy.probe.start_tokens",
-                                  positive=False)
+            start_tokens = _count(
+                c["start_tokens"], "batch.policy.probe.start_tokens", positive=False
+            )
         except BatchConfigError as err:
             problems += err.problems
     try:
@@ -174,10 +215,19 @@ def _build_probe(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_s
         factors = []
     if problems:
         raise BatchConfigError(problems)
-    return ProbePolicy(ladder, start, ctx_len=ctx_len, factors=factors,
-                       probe_tokens=values["probe_tokens"], every_tokens=values["every_tokens"],
-                       start_tokens=start_tokens, eps=c["eps"], eps_mode=c["eps_mode"],
-                       cbs_over=c["cbs_over"], lr_rule=_get(batch_cfg, "lr_scaling", "none"))
+    return ProbePolicy(
+        ladder,
+        start,
+        ctx_len=ctx_len,
+        factors=factors,
+        probe_tokens=values["probe_tokens"],
+        every_tokens=values["every_tokens"],
+        start_tokens=start_tokens,
+        eps=c["eps"],
+        eps_mode=c["eps_mode"],
+        cbs_over=c["cbs_over"],
+        lr_rule=_get(batch_cfg, "lr_scaling", "none"),
+    )
 
 
 def _build_wsd_es(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
@@ -185,54 +235,73 @@ def _build_wsd_es(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_
     if c["mode"] == "tokens":
         return token_stepped_policy(c["table"])
     if c["mode"] != "loss":
-        raise BatchConfigError(f"batch.policy.wsd_es.mode: unknown mode {c['mode']!r}; "
-                               f"expected one of {', '.join(WSD_MODES)}")
+        raise BatchConfigError(
+            f"batch.policy.wsd_es.mode: unknown mode {c['mode']!r}; "
+            f"expected one of {', '.join(WSD_MODES)}"
+        )
     targets = parse_loss_targets(c["targets"], name="batch.policy.wsd_es.targets")
-    return LossTargetPolicy(targets, loss_key=c["loss_key"], ema=c["ema"],
-                            min_steps=c["min_steps"])
+    return LossTargetPolicy(targets, loss_key=c["loss_key"], ema=c["ema"], min_steps=c["min_steps"])
 
 
 def _build_fsl(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
     c = _section(policy_cfg, "fsl")
     ladder = Ladder(sizes) if sizes is not None else ladder_from_config(policy_cfg, start)
-    phases = [B for B in ladder.sizes if B >= start]
+    phases = [B for B in ladder.sizes if start <= B]
     budget = parse_count(c["budget_examples"], name="batch.policy.fsl.budget_examples")
     if budget <= 0:
-        raise BatchConfigError("batch.policy.fsl.budget_examples must be set to the run's data "
-                               "budget in examples (e.g. train.max_tokens / model.ctx_len), got "
-                               f"{c['budget_examples']!r}")
+        raise BatchConfigError(
+            "batch.policy.fsl.budget_examples must be set to the run's data "
+            "budget in examples (e.g. train.max_tokens / model.ctx_len), got "
+            f"{c['budget_examples']!r}"
+        )
     if len(phases) < 2:
-        raise BatchConfigError(f"batch.policy.sizes: fsl needs at least two phase sizes from "
-                               f"batch.batch_size={start} on, got {phases}")
-    return fsl_policy(phases, budget, ctx_len=ctx_len, s=c["s"], beta=c["beta"],
-                      sigma2=c["sigma2"], lr=c["lr"])
+        raise BatchConfigError(
+            f"batch.policy.sizes: fsl needs at least two phase sizes from "
+            f"batch.batch_size={start} on, got {phases}"
+        )
+    return fsl_policy(
+        phases, budget, ctx_len=ctx_len, s=c["s"], beta=c["beta"], sigma2=c["sigma2"], lr=c["lr"]
+    )
 
 
 def _build_seesaw(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_schedule):
     ladder = Ladder(sizes) if sizes is not None else ladder_from_config(policy_cfg, start)
     _check_doubling(ladder, start)
     if lr_schedule is None:
-        raise BatchConfigError("batch.policy.name='seesaw' needs the LR schedule: pass "
-                               "lr_schedule=bsjax.optim.lr_schedule_from_config(config.optim)")
+        raise BatchConfigError(
+            "batch.policy.name='seesaw' needs the LR schedule: pass "
+            "lr_schedule=bsjax.optim.lr_schedule_from_config(config.optim)"
+        )
     return SeesawPolicy(lr_schedule, start, ladder.largest)
 
 
 def _check_doubling(ladder: Ladder, start: int) -> None:
-    expected = [start * 2 ** i for i in range(len(ladder))]
+    expected = [start * 2**i for i in range(len(ladder))]
     if ladder.sizes != expected:
-        raise BatchConfigError(f"batch.policy.sizes: seesaw doubles the batch at each step, so "
-                               f"the ladder must be {expected[:4]}..., got {ladder.sizes}")
+        raise BatchConfigError(
+            f"batch.policy.sizes: seesaw doubles the batch at each step, so "
+            f"the ladder must be {expected[:4]}..., got {ladder.sizes}"
+        )
 
 
 _BUILDERS: dict[str, Callable[..., BatchPolicy]] = {
-    "noise_scale": _build_noise_scale, "probe": _build_probe, "wsd_es": _build_wsd_es,
-    "fsl": _build_fsl, "seesaw": _build_seesaw,
+    "noise_scale": _build_noise_scale,
+    "probe": _build_probe,
+    "wsd_es": _build_wsd_es,
+    "fsl": _build_fsl,
+    "seesaw": _build_seesaw,
 }
 
 
-def policy_from_config(batch_cfg: Mapping[str, Any], schedule: Schedule | None = None,
-                       sizes: Sequence[int] | None = None, *, ctx_len: int,
-                       data_shards: int | None = None, lr_schedule: Any = None) -> BatchPolicy:
+def policy_from_config(
+    batch_cfg: Mapping[str, Any],
+    schedule: Schedule | None = None,
+    sizes: Sequence[int] | None = None,
+    *,
+    ctx_len: int,
+    data_shards: int | None = None,
+    lr_schedule: Any = None,
+) -> BatchPolicy:
     """The policy ``batch_cfg.policy.name`` names, built from its section.
 
     Args:
@@ -256,25 +325,36 @@ def policy_from_config(batch_cfg: Mapping[str, Any], schedule: Schedule | None =
     if name == "schedule":
         return ScheduledPolicy(schedule)
     if name not in _BUILDERS:
-        raise BatchConfigError(f"batch.policy.name: unknown policy {name!r}; expected one of "
-                               f"{', '.join(POLICY_NAMES)}")
+        raise BatchConfigError(
+            f"batch.policy.name: unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}"
+        )
     try:
-        return _BUILDERS[name](batch_cfg, policy_cfg, schedule.batch_size_at(0),
-                               None if sizes is None else list(sizes), ctx_len, data_shards,
-                               lr_schedule)
+        return _BUILDERS[name](
+            batch_cfg,
+            policy_cfg,
+            schedule.batch_size_at(0),
+            None if sizes is None else list(sizes),
+            ctx_len,
+            data_shards,
+            lr_schedule,
+        )
     except BatchConfigError as err:
         raise BatchConfigError(_prefixed(err.problems, f"batch.policy.{name}")) from None
 
 
 def _key_problems(policy_cfg: Mapping[str, Any]) -> list[str]:
-    problems = [f"batch.policy.{key}: unknown key; known keys: {', '.join(sorted(TOP_KEYS))}"
-                for key in sorted(set(policy_cfg.keys()) - TOP_KEYS)]
+    problems = [
+        f"batch.policy.{key}: unknown key; known keys: {', '.join(sorted(TOP_KEYS))}"
+        for key in sorted(set(policy_cfg.keys()) - TOP_KEYS)
+    ]
     for section, known in SECTION_KEYS.items():
         sub = _get(policy_cfg, section)
         if sub is None:
             continue
-        problems += [f"batch.policy.{section}.{key}: unknown key; known keys: "
-                     f"{', '.join(sorted(known))}" for key in sorted(set(sub.keys()) - known)]
+        problems += [
+            f"batch.policy.{section}.{key}: unknown key; known keys: {', '.join(sorted(known))}"
+            for key in sorted(set(sub.keys()) - known)
+        ]
     return problems
 
 
@@ -292,12 +372,17 @@ def _noise_scale_accum_problems(policy: NoiseScalePolicy, batch_cfg, data_shards
     if not single:
         return []
     fix = min(single) // (2 * data_shards)
-    remedy = (f"set batch.micro_batch_per_device <= {fix}" if fix >= 1 else
-              f"the smallest size must be at least {2 * data_shards} (two micro-steps on "
-              f"{data_shards} data shards)")
-    return [f"batch.policy.name='noise_scale' measures the noise scale from >= 2 micro-steps "
-            f"per step, but batch sizes {single} run as one micro-step (K=1) with "
-            f"batch.micro_batch_per_device={micro} on {data_shards} data shards; {remedy}"]
+    remedy = (
+        f"set batch.micro_batch_per_device <= {fix}"
+        if fix >= 1
+        else f"the smallest size must be at least {2 * data_shards} (two micro-steps on "
+        f"{data_shards} data shards)"
+    )
+    return [
+        f"batch.policy.name='noise_scale' measures the noise scale from >= 2 micro-steps "
+        f"per step, but batch sizes {single} run as one micro-step (K=1) with "
+        f"batch.micro_batch_per_device={micro} on {data_shards} data shards; {remedy}"
+    ]
 
 
 def _sizes_key(policy_cfg: Mapping[str, Any], name: str) -> str:
@@ -309,8 +394,9 @@ def _sizes_key(policy_cfg: Mapping[str, Any], name: str) -> str:
     return f"{key} (policy {name!r})"
 
 
-def validate_policy_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int, *,
-                           lr_schedule: Any = None) -> list[str]:
+def validate_policy_config(
+    batch_cfg: Mapping[str, Any], ctx_len: int, data_shards: int, *, lr_schedule: Any = None
+) -> list[str]:
     """Every problem of ``batch.policy``, one message each; [] when it is usable.
 
     Checks unknown keys, the chosen policy's section (by building it), that
@@ -327,14 +413,17 @@ def validate_policy_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shar
     problems = _key_problems(policy_cfg)
     name = _get(policy_cfg, "name", "schedule")
     if name not in POLICY_NAMES:
-        return problems + [f"batch.policy.name: unknown policy {name!r}; expected one of "
-                           f"{', '.join(POLICY_NAMES)}"]
+        return problems + [
+            f"batch.policy.name: unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}"
+        ]
     if name == "schedule":
         return problems
     if _get(batch_cfg, "schedule", "constant") != "constant":
-        problems.append(f"batch.schedule={_get(batch_cfg, 'schedule')!r} is for "
-                        f"batch.policy.name='schedule'; policy {name!r} sets the sizes itself "
-                        f"(from batch.batch_size): set batch.schedule='constant'")
+        problems.append(
+            f"batch.schedule={_get(batch_cfg, 'schedule')!r} is for "
+            f"batch.policy.name='schedule'; policy {name!r} sets the sizes itself "
+            f"(from batch.batch_size): set batch.schedule='constant'"
+        )
         return problems
     try:
         schedule = schedule_from_config(batch_cfg)
@@ -342,9 +431,11 @@ def validate_policy_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shar
         return problems  # the schedule check reports it
     start = schedule.batch_size_at(0)
     if name == "seesaw" and _get(batch_cfg, "lr_scaling", "none") != "none":
-        problems.append(f"batch.lr_scaling={_get(batch_cfg, 'lr_scaling')!r} with "
-                        f"batch.policy.name='seesaw': seesaw sets the LR itself (x 1/sqrt(2) per "
-                        f"doubling); set batch.lr_scaling='none'")
+        problems.append(
+            f"batch.lr_scaling={_get(batch_cfg, 'lr_scaling')!r} with "
+            f"batch.policy.name='seesaw': seesaw sets the LR itself (x 1/sqrt(2) per "
+            f"doubling); set batch.lr_scaling='none'"
+        )
     policy = None
     try:
         if name == "seesaw" and lr_schedule is None:
@@ -352,8 +443,13 @@ def validate_policy_config(batch_cfg: Mapping[str, Any], ctx_len: int, data_shar
             _check_doubling(ladder, start)
             sizes = ladder.sizes
         else:
-            policy = policy_from_config(batch_cfg, schedule, ctx_len=ctx_len,
-                                        data_shards=data_shards, lr_schedule=lr_schedule)
+            policy = policy_from_config(
+                batch_cfg,
+                schedule,
+                ctx_len=ctx_len,
+                data_shards=data_shards,
+                lr_schedule=lr_schedule,
+            )
             sizes = policy.candidate_sizes()
     except BatchConfigError as err:
         return problems + _prefixed(err.problems, f"batch.policy.{name}")

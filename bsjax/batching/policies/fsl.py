@@ -1,7 +1,7 @@
 """Late batch-size switching from the functional scaling law (Wang et al. 2026, seed 002).
 
-SECONDARY READING (NOTES section 4): the seed text is the abstract only; the
-loss model below is the FSL of Li et al. 2025 as NOTES writes it, with the
+SECONDARY READING (docs/science.md section 4): the seed text is the abstract only; the
+loss model below is the FSL of Li et al. 2025 as docs/science.md writes it, with the
 constant term M^(-s beta) dropped (it does not depend on the schedule):
 
     L = e(T) + integral_0^T K(T - z) (e(z) + sigma2) eta / b(z) dz,
@@ -25,12 +25,13 @@ switch) use the theory lab's optimiser, ``bsjax.theory.optimal.optimal_switch``
 search refined by golden section per switch point, coordinate descent over
 several); for two phases the two agree to about 1e-8 (tests/test_policies_fsl.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,7 +46,7 @@ SWEEP_TOL = 1e-9  # coordinate descent stops when a sweep improves the loss by l
 
 
 def task_is_hard(s: float, beta: float) -> bool:
-    """Hard task (late switching optimal): ``s < 1 - 1/beta`` (NOTES section 4)."""
+    """Hard task (late switching optimal): ``s < 1 - 1/beta`` (docs/science.md section 4)."""
     return s < 1.0 - 1.0 / beta
 
 
@@ -61,8 +62,9 @@ def _simpson_weights(n: int) -> np.ndarray:
     return w_N / (3.0 * (n - 1))
 
 
-def _kernel_signal_integral(a_X: np.ndarray, b_X: np.ndarray, T_X: np.ndarray, s: float,
-                            gamma: float) -> np.ndarray:
+def _kernel_signal_integral(
+    a_X: np.ndarray, b_X: np.ndarray, T_X: np.ndarray, s: float, gamma: float
+) -> np.ndarray:
     """integral_a^b (1 + T - z)^-gamma (1 + z)^-s dz for each candidate X (a <= b <= T)."""
     u_N = np.linspace(0.0, 1.0, GRID_POINTS)
     w_N = _simpson_weights(GRID_POINTS)
@@ -79,8 +81,15 @@ def _kernel_signal_integral(a_X: np.ndarray, b_X: np.ndarray, T_X: np.ndarray, s
     return total_X
 
 
-def fsl_loss(sizes: Sequence[int], phase_examples, *, s: float, beta: float,
-             sigma2: float = 1.0, lr: float = 0.5) -> np.ndarray:
+def fsl_loss(
+    sizes: Sequence[int],
+    phase_examples,
+    *,
+    s: float,
+    beta: float,
+    sigma2: float = 1.0,
+    lr: float = 0.5,
+) -> np.ndarray:
     """FSL loss (up to a constant) after ``phase_examples[..., i]`` examples at ``sizes[i]``.
 
     ``phase_examples`` has shape [X, n] (X candidate schedules, n = len(sizes))
@@ -91,16 +100,18 @@ def fsl_loss(sizes: Sequence[int], phase_examples, *, s: float, beta: float,
     scalar = ex.ndim == 1
     ex_XN = np.atleast_2d(ex)
     gamma = 2.0 - 1.0 / beta
-    tau_XN = np.concatenate([np.zeros((ex_XN.shape[0], 1)),
-                             np.cumsum(lr * ex_XN / sizes_N, axis=1)], axis=1)
+    tau_XN = np.concatenate(
+        [np.zeros((ex_XN.shape[0], 1)), np.cumsum(lr * ex_XN / sizes_N, axis=1)], axis=1
+    )
     T_X = tau_XN[:, -1]
     loss_X = (1.0 + T_X) ** -s
     for i, B in enumerate(sizes_N):
         a_X, b_X = tau_XN[:, i], tau_XN[:, i + 1]
         signal_X = _kernel_signal_integral(a_X, b_X, T_X, s, gamma)
         # integral_a^b (1 + T - z)^-gamma dz, exactly.
-        noise_X = ((1.0 + T_X - b_X) ** (1.0 - gamma)
-                   - (1.0 + T_X - a_X) ** (1.0 - gamma)) / (gamma - 1.0)
+        noise_X = ((1.0 + T_X - b_X) ** (1.0 - gamma) - (1.0 + T_X - a_X) ** (1.0 - gamma)) / (
+            gamma - 1.0
+        )
         loss_X = loss_X + lr / B * (signal_X + sigma2 * noise_X)
     return float(loss_X[0]) if scalar else loss_X
 
@@ -126,8 +137,9 @@ class FslSolution:
         return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
-def _check(sizes: Sequence[int], budget: int, s: float, beta: float, sigma2: float,
-           lr: float) -> None:
+def _check(
+    sizes: Sequence[int], budget: int, s: float, beta: float, sigma2: float, lr: float
+) -> None:
     problems = []
     sizes = list(sizes)
     bad_size = any(isinstance(B, bool) or not isinstance(B, int) or B <= 0 for B in sizes)
@@ -144,8 +156,10 @@ def _check(sizes: Sequence[int], budget: int, s: float, beta: float, sigma2: flo
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
         problems.append(f"budget must be a positive number of examples, got {budget!r}")
     elif not problems and budget < max(sizes):
-        problems.append(f"budget of {budget} examples is smaller than the largest batch "
-                        f"{max(sizes)}: not one step fits")
+        problems.append(
+            f"budget of {budget} examples is smaller than the largest batch "
+            f"{max(sizes)}: not one step fits"
+        )
     if problems:
         raise BatchConfigError(problems)
 
@@ -167,9 +181,16 @@ def _golden(f, lo: float, hi: float, iters: int = 40) -> float:
     return 0.5 * (lo + hi)
 
 
-def optimal_switch_points(sizes: Sequence[int], budget: int, *, s: float, beta: float,
-                          sigma2: float = 1.0, lr: float = 0.5,
-                          sweeps: int = 20) -> FslSolution:
+def optimal_switch_points(
+    sizes: Sequence[int],
+    budget: int,
+    *,
+    s: float,
+    beta: float,
+    sigma2: float = 1.0,
+    lr: float = 0.5,
+    sweeps: int = 20,
+) -> FslSolution:
     """Switch points (in examples) minimising the FSL loss with ``budget`` examples in all.
 
     Each switch point is searched between its neighbours on a grid of the
@@ -183,26 +204,43 @@ def optimal_switch_points(sizes: Sequence[int], budget: int, *, s: float, beta: 
       BatchConfigError for bad sizes, exponents, noise, LR or budget.
     """
     _check(sizes, budget, s, beta, sigma2, lr)
-    return _solve(tuple(int(B) for B in sizes), int(budget), float(s), float(beta),
-                  float(sigma2), float(lr), int(sweeps))
+    return _solve(
+        tuple(int(B) for B in sizes),
+        int(budget),
+        float(s),
+        float(beta),
+        float(sigma2),
+        float(lr),
+        int(sweeps),
+    )
 
 
 @functools.lru_cache(maxsize=32)  # validation and the plan build ask for the same solution
-def _solve(sizes: tuple[int, ...], budget: int, s: float, beta: float, sigma2: float, lr: float,
-           sweeps: int) -> FslSolution:
+def _solve(
+    sizes: tuple[int, ...],
+    budget: int,
+    s: float,
+    beta: float,
+    sigma2: float,
+    lr: float,
+    sweeps: int,
+) -> FslSolution:
     D = float(budget)
     n = len(sizes)
     kw = dict(s=s, beta=beta, sigma2=sigma2, lr=lr)
-    fractions_R = np.concatenate([[0.0], np.logspace(math.log10(SMALLEST_FRACTION), 0.0,
-                                                     SEARCH_POINTS - 1)])
+    fractions_R = np.concatenate(
+        [[0.0], np.logspace(math.log10(SMALLEST_FRACTION), 0.0, SEARCH_POINTS - 1)]
+    )
 
     def phases(bounds_XJ: np.ndarray) -> np.ndarray:
-        full_XJ = np.concatenate([np.zeros((bounds_XJ.shape[0], 1)), bounds_XJ,
-                                  np.full((bounds_XJ.shape[0], 1), D)], axis=1)
+        full_XJ = np.concatenate(
+            [np.zeros((bounds_XJ.shape[0], 1)), bounds_XJ, np.full((bounds_XJ.shape[0], 1), D)],
+            axis=1,
+        )
         return np.diff(full_XJ, axis=1)
 
     # Start with every switch late, as the hard-task optimum is.
-    bounds = np.array([D * (1.0 - 0.5 ** j) for j in range(1, n)])
+    bounds = np.array([D * (1.0 - 0.5**j) for j in range(1, n)])
     best = fsl_loss(sizes, phases(bounds[None])[0], **kw)
     for _ in range(sweeps):
         before = best
@@ -215,12 +253,15 @@ def _solve(sizes: tuple[int, ...], budget: int, s: float, beta: float, sigma2: f
             i = int(np.argmin(losses_X))
             value, loss = cand_XJ[i, j], float(losses_X[i])
             if 0 < i < len(fractions_R) - 1 and hi > lo:
+
                 def f(log_r, j=j, lo=lo, hi=hi):
                     trial = bounds.copy()
                     trial[j] = hi - (hi - lo) * math.exp(log_r)
                     return fsl_loss(sizes, phases(trial[None])[0], **kw)
-                log_r = _golden(f, math.log(fractions_R[max(i - 1, 1)]),
-                                math.log(fractions_R[i + 1]))
+
+                log_r = _golden(
+                    f, math.log(fractions_R[max(i - 1, 1)]), math.log(fractions_R[i + 1])
+                )
                 refined = f(log_r)
                 if refined < loss:
                     value, loss = hi - (hi - lo) * math.exp(log_r), refined
@@ -229,9 +270,14 @@ def _solve(sizes: tuple[int, ...], budget: int, s: float, beta: float, sigma2: f
         if best >= before - SWEEP_TOL * abs(before):
             break
     constant = tuple(fsl_loss([B], [D], **kw) for B in sizes)
-    return FslSolution(sizes=tuple(sizes), budget=budget,
-                       switch_examples=tuple(float(b) for b in bounds), loss=float(best),
-                       constant_losses=constant, hard=task_is_hard(s, beta))
+    return FslSolution(
+        sizes=tuple(sizes),
+        budget=budget,
+        switch_examples=tuple(float(b) for b in bounds),
+        loss=float(best),
+        constant_losses=constant,
+        hard=task_is_hard(s, beta),
+    )
 
 
 def schedule_from_solution(solution: FslSolution, ctx_len: int) -> TableSchedule:
@@ -251,24 +297,41 @@ def schedule_from_solution(solution: FslSolution, ctx_len: int) -> TableSchedule
     return TableSchedule(entries, name="batch.policy.fsl")
 
 
-def _theory_two_phase(sizes: Sequence[int], budget: int, *, s: float, beta: float,
-                      sigma2: float, lr: float) -> FslSolution:
+def _theory_two_phase(
+    sizes: Sequence[int], budget: int, *, s: float, beta: float, sigma2: float, lr: float
+) -> FslSolution:
     """The two-phase optimum from ``bsjax.theory`` (imported here: only this policy needs it)."""
     _check(sizes, budget, s, beta, sigma2, lr)
     from bsjax.theory.fsl import FSL
     from bsjax.theory.optimal import optimal_switch
 
-    point = optimal_switch(FSL(s=float(s), beta=float(beta), noise=float(sigma2)), lr=float(lr),
-                           batch1=int(sizes[0]), batch2=int(sizes[1]), data_size=int(budget))
-    return FslSolution(sizes=(int(sizes[0]), int(sizes[1])), budget=int(budget),
-                       switch_examples=(float(point.switch_examples),), loss=float(point.loss),
-                       constant_losses=(float(point.loss_constant_small),
-                                        float(point.loss_constant_large)),
-                       hard=task_is_hard(s, beta))
+    point = optimal_switch(
+        FSL(s=float(s), beta=float(beta), noise=float(sigma2)),
+        lr=float(lr),
+        batch1=int(sizes[0]),
+        batch2=int(sizes[1]),
+        data_size=int(budget),
+    )
+    return FslSolution(
+        sizes=(int(sizes[0]), int(sizes[1])),
+        budget=int(budget),
+        switch_examples=(float(point.switch_examples),),
+        loss=float(point.loss),
+        constant_losses=(float(point.loss_constant_small), float(point.loss_constant_large)),
+        hard=task_is_hard(s, beta),
+    )
 
 
-def fsl_policy(sizes: Sequence[int], budget: int, *, ctx_len: int, s: float, beta: float,
-               sigma2: float = 1.0, lr: float = 0.5) -> TablePolicy:
+def fsl_policy(
+    sizes: Sequence[int],
+    budget: int,
+    *,
+    ctx_len: int,
+    s: float,
+    beta: float,
+    sigma2: float = 1.0,
+    lr: float = 0.5,
+) -> TablePolicy:
     """The FSL-optimal switch schedule as a fixed table (reason "fsl").
 
     Every switch line carries the model's figures: the task class, the last
@@ -281,15 +344,20 @@ def fsl_policy(sizes: Sequence[int], budget: int, *, ctx_len: int, s: float, bet
         solution = _theory_two_phase(sizes, budget, s=s, beta=beta, sigma2=sigma2, lr=lr)
     else:
         solution = optimal_switch_points(sizes, budget, s=s, beta=beta, sigma2=sigma2, lr=lr)
-    measured = {"fsl_s": s, "fsl_beta": beta, "hard_task": float(solution.hard),
-                "remaining_fraction": solution.remaining_fraction,
-                "fsl_loss": solution.loss,
-                "fsl_loss_constant_smallest": solution.constant_losses[0],
-                "fsl_loss_constant_largest": solution.constant_losses[-1],
-                "budget_examples": float(budget)}
+    measured = {
+        "fsl_s": s,
+        "fsl_beta": beta,
+        "hard_task": float(solution.hard),
+        "remaining_fraction": solution.remaining_fraction,
+        "fsl_loss": solution.loss,
+        "fsl_loss_constant_smallest": solution.constant_losses[0],
+        "fsl_loss_constant_largest": solution.constant_losses[-1],
+        "budget_examples": float(budget),
+    }
     if solution.hard:
         measured["predicted_fraction_exponent"] = switch_fraction_exponent(s, beta)
-    policy = TablePolicy(schedule_from_solution(solution, ctx_len), kind="fsl", reason="fsl",
-                         measured=measured)
+    policy = TablePolicy(
+        schedule_from_solution(solution, ctx_len), kind="fsl", reason="fsl", measured=measured
+    )
     policy.solution = solution
     return policy

@@ -1,7 +1,7 @@
 """Gradient noise scale (McCandlish et al. 2018) measured inside the step, and a policy
 whose batch follows a multiple of it.
 
-Estimator (NOTES section 2). A step of K micro-batches of M sequences gives two
+Estimator (docs/science.md section 2). A step of K micro-batches of M sequences gives two
 squared gradient norms for free: the mean over micro-steps of |g_micro|^2
 (batch ``B_small = M``) and |g_mean|^2 of their mean (``B_big = K M``). With
 per-example gradients of mean G and covariance Sigma,
@@ -13,11 +13,13 @@ Each is noisy (|G|^2 can come out negative), so the two are averaged separately
 by EMAs and only then divided: ``B_simple = EMA(tr Sigma) / EMA(|G|^2)``.
 K = 1 gives B_small = B_big: nothing can be estimated, and the step is skipped.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +47,10 @@ def noise_scale_estimate(grad_sq, micro_grad_sq, B_small, B_big):
     B_small = np.asarray(B_small, dtype=np.float64)
     B_big = np.asarray(B_big, dtype=np.float64)
     if np.any(B_small <= 0) or np.any(B_big <= B_small):
-        raise ValueError(f"noise_scale_estimate needs 0 < B_small < B_big, got B_small={B_small}, "
-                         f"B_big={B_big} (B_big = B_small means one micro-step: use K >= 2)")
+        raise ValueError(
+            f"noise_scale_estimate needs 0 < B_small < B_big, got B_small={B_small}, "
+            f"B_big={B_big} (B_big = B_small means one micro-step: use K >= 2)"
+        )
     grad_sq = np.asarray(grad_sq, dtype=np.float64)
     micro_grad_sq = np.asarray(micro_grad_sq, dtype=np.float64)
     g_sq = (B_big * grad_sq - B_small * micro_grad_sq) / (B_big - B_small)
@@ -77,7 +81,7 @@ class NoiseScaleEMA:
         self.count += 1
 
     def _correction(self) -> float:
-        return 1.0 - self.decay ** self.count
+        return 1.0 - self.decay**self.count
 
     @property
     def g_sq(self) -> float:
@@ -97,8 +101,12 @@ class NoiseScaleEMA:
         return self._trace_sigma / self._g_sq  # the bias corrections cancel
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "count": self.count, "g_sq": self._g_sq,
-                "trace_sigma": self._trace_sigma}
+        return {
+            "decay": self.decay,
+            "count": self.count,
+            "g_sq": self._g_sq,
+            "trace_sigma": self._trace_sigma,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.count = int(state["count"])
@@ -127,17 +135,30 @@ class NoiseScalePolicy(PolicyBase):
 
     kind = "noise_scale"
 
-    def __init__(self, ladder: Ladder, initial: int, *, multiple: float = 1.0,
-                 ema: float = 0.95, decide_every: int = 10, warmup_steps: int = 20,
-                 hysteresis: float = 0.25, patience: int = 2, allow_decrease: bool = False,
-                 buckets: Mapping[int, Any] | None = None):
+    def __init__(
+        self,
+        ladder: Ladder,
+        initial: int,
+        *,
+        multiple: float = 1.0,
+        ema: float = 0.95,
+        decide_every: int = 10,
+        warmup_steps: int = 20,
+        hysteresis: float = 0.25,
+        patience: int = 2,
+        allow_decrease: bool = False,
+        buckets: Mapping[int, Any] | None = None,
+    ):
         problems = []
         if initial not in ladder.sizes:
             problems.append(f"initial batch size {initial} is not on the ladder {ladder.sizes}")
         if not (isinstance(multiple, (int, float)) and multiple > 0):
             problems.append(f"multiple must be positive, got {multiple!r}")
-        for name, value, low in (("decide_every", decide_every, 1),
-                                 ("warmup_steps", warmup_steps, 0), ("patience", patience, 1)):
+        for name, value, low in (
+            ("decide_every", decide_every, 1),
+            ("warmup_steps", warmup_steps, 0),
+            ("patience", patience, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{name} must be an int >= {low}, got {value!r}")
         if not (isinstance(hysteresis, (int, float)) and hysteresis >= 0):
@@ -169,8 +190,9 @@ class NoiseScalePolicy(PolicyBase):
     def candidate_sizes(self) -> list[int]:
         return list(self.ladder.sizes)
 
-    def decide(self, step: int, tokens: int, batch_size: int,
-               metrics: Mapping[str, float]) -> Decision | None:
+    def decide(
+        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
+    ) -> Decision | None:
         self._ingest(metrics, batch_size)
         if step % self.decide_every or self.ema.count < self.warmup_steps:
             return None
@@ -190,10 +212,19 @@ class NoiseScalePolicy(PolicyBase):
             return None
         self.pending_size, self.pending_count = None, 0
         self.num_switches += 1
-        return Decision(proposal, "noise_scale", {
-            "b_simple": b_simple, "target_batch_size": target, "multiple": self.multiple,
-            "g_sq_ema": self.ema.g_sq, "trace_sigma_ema": self.ema.trace_sigma,
-            "estimates": float(self.ema.count), "from_batch_size": float(batch_size)})
+        return Decision(
+            proposal,
+            "noise_scale",
+            {
+                "b_simple": b_simple,
+                "target_batch_size": target,
+                "multiple": self.multiple,
+                "g_sq_ema": self.ema.g_sq,
+                "trace_sigma_ema": self.ema.trace_sigma,
+                "estimates": float(self.ema.count),
+                "from_batch_size": float(batch_size),
+            },
+        )
 
     # -- measurement --------------------------------------------------------
     def _shape(self, metrics: Mapping[str, float], batch_size: int) -> tuple[int, int] | None:
@@ -217,19 +248,31 @@ class NoiseScalePolicy(PolicyBase):
             self.skipped_steps += 1
             if not self._warned:
                 self._warned = True
-                why = ("the step's micro-batch shape is unknown" if shape is None else
-                       f"the step had K={shape[1]} micro-step (M={shape[0]}); the estimator "
-                       f"needs K >= 2")
-                warnings.warn(f"noise scale not measured: {why}; lower "
-                              f"batch.micro_batch_per_device so every bucket has K >= 2",
-                              NoiseScaleWarning, stacklevel=3)
+                why = (
+                    "the step's micro-batch shape is unknown"
+                    if shape is None
+                    else f"the step had K={shape[1]} micro-step (M={shape[0]}); the estimator "
+                    f"needs K >= 2"
+                )
+                warnings.warn(
+                    f"noise scale not measured: {why}; lower "
+                    f"batch.micro_batch_per_device so every bucket has K >= 2",
+                    NoiseScaleWarning,
+                    stacklevel=3,
+                )
             return
         M, K = shape
-        g_sq, trace_sigma = noise_scale_estimate(metrics["grad_sq"], metrics["micro_grad_sq"],
-                                                 M, K * M)
+        g_sq, trace_sigma = noise_scale_estimate(
+            metrics["grad_sq"], metrics["micro_grad_sq"], M, K * M
+        )
         self.ema.update(g_sq, trace_sigma)
-        self._latest = {"g_sq": g_sq, "trace_sigma": trace_sigma, "g_sq_ema": self.ema.g_sq,
-                        "trace_sigma_ema": self.ema.trace_sigma, "b_simple": self.ema.b_simple}
+        self._latest = {
+            "g_sq": g_sq,
+            "trace_sigma": trace_sigma,
+            "g_sq_ema": self.ema.g_sq,
+            "trace_sigma_ema": self.ema.trace_sigma,
+            "b_simple": self.ema.b_simple,
+        }
 
     def _proposal(self, current: int, target: float) -> int | None:
         """A ladder size other than ``current`` if the target is clearly away from it."""
@@ -250,22 +293,32 @@ class NoiseScalePolicy(PolicyBase):
         return dict(self._latest)
 
     def summary(self) -> dict[str, float]:
-        return {"noise_scale_switches": float(self.num_switches),
-                "noise_scale_estimates": float(self.ema.count),
-                "noise_scale_skipped_steps": float(self.skipped_steps),
-                "b_simple": self.ema.b_simple}
+        return {
+            "noise_scale_switches": float(self.num_switches),
+            "noise_scale_estimates": float(self.ema.count),
+            "noise_scale_skipped_steps": float(self.skipped_steps),
+            "b_simple": self.ema.b_simple,
+        }
 
     def describe(self) -> str:
-        return (f"noise_scale: {self.multiple:g} x B_simple on {self.ladder.sizes}, ema "
-                f"{self.ema.decay:g}, every {self.decide_every} steps after {self.warmup_steps}, "
-                f"hysteresis {self.hysteresis:g}, patience {self.patience}"
-                + (", may decrease" if self.allow_decrease else ""))
+        return (
+            f"noise_scale: {self.multiple:g} x B_simple on {self.ladder.sizes}, ema "
+            f"{self.ema.decay:g}, every {self.decide_every} steps after {self.warmup_steps}, "
+            f"hysteresis {self.hysteresis:g}, patience {self.patience}"
+            + (", may decrease" if self.allow_decrease else "")
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.kind, "describe": self.describe(), "ema": self.ema.state_dict(),
-                "pending_size": self.pending_size, "pending_count": self.pending_count,
-                "num_switches": self.num_switches, "skipped_steps": self.skipped_steps,
-                "last_metrics_step": self.last_metrics_step}
+        return {
+            "policy": self.kind,
+            "describe": self.describe(),
+            "ema": self.ema.state_dict(),
+            "pending_size": self.pending_size,
+            "pending_count": self.pending_count,
+            "num_switches": self.num_switches,
+            "skipped_steps": self.skipped_steps,
+            "last_metrics_step": self.last_metrics_step,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_state(state)

@@ -1,4 +1,4 @@
-"""Branched CBS probe (Merrill et al. 2025, NOTES section 5).
+"""Branched CBS probe (Merrill et al. 2025, docs/science.md section 5).
 
 At a decision point the trainer trains short branches from the current state,
 one per factor k in ``factors`` (1, 2, 4, ...), at batch size k B with the LR
@@ -13,10 +13,12 @@ The policy cannot train, so a ``Prober`` is injected with ``attach_prober``.
 Branch compute (tokens and optimizer steps) is counted in the policy state and
 in every decision's ``measured``, so it can be reported apart from the main run.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from bsjax.batching.controller import Decision
 from bsjax.batching.coupling import lr_scale
@@ -31,8 +33,14 @@ HISTORY = 16  # probes kept in the checkpointed state
 class Prober(Protocol):
     """What the trainer provides to run branches from its current state."""
 
-    def probe(self, step: int, batch_size: int, factors: list[int],
-              lr_multipliers: list[float], tokens: int) -> dict[int, float]:
+    def probe(
+        self,
+        step: int,
+        batch_size: int,
+        factors: list[int],
+        lr_multipliers: list[float],
+        tokens: int,
+    ) -> dict[int, float]:
         """Train one branch per factor k from the current state and return its loss.
 
         Branch k runs at batch size ``k * batch_size`` with the current LR times
@@ -48,8 +56,9 @@ class ProberMissingError(RuntimeError):
     """A probe policy reached a decision point with no prober attached."""
 
 
-def measured_cbs_factor(losses: Mapping[int, float], factors: Sequence[int], eps: float,
-                        eps_mode: str = "relative") -> int:
+def measured_cbs_factor(
+    losses: Mapping[int, float], factors: Sequence[int], eps: float, eps_mode: str = "relative"
+) -> int:
     """The largest factor whose loss stays within ``eps`` of every smaller factor's.
 
     Factors are scanned in increasing order; factor k passes when
@@ -59,8 +68,9 @@ def measured_cbs_factor(losses: Mapping[int, float], factors: Sequence[int], eps
     always passes.
     """
     if eps_mode not in EPS_MODES:
-        raise BatchConfigError(f"eps_mode: unknown mode {eps_mode!r}; expected one of "
-                               f"{', '.join(EPS_MODES)}")
+        raise BatchConfigError(
+            f"eps_mode: unknown mode {eps_mode!r}; expected one of {', '.join(EPS_MODES)}"
+        )
     best = losses[factors[0]]
     k_star = factors[0]
     for k in factors[1:]:
@@ -77,21 +87,40 @@ class ProbePolicy(PolicyBase):
 
     kind = "probe"
 
-    def __init__(self, ladder: Ladder, initial: int, *, ctx_len: int, factors: Sequence[int],
-                 probe_tokens: int, every_tokens: int, start_tokens: int | None = None,
-                 eps: float = 0.01, eps_mode: str = "relative", cbs_over: float = 2.0,
-                 lr_rule: str = "sqrt"):
+    def __init__(
+        self,
+        ladder: Ladder,
+        initial: int,
+        *,
+        ctx_len: int,
+        factors: Sequence[int],
+        probe_tokens: int,
+        every_tokens: int,
+        start_tokens: int | None = None,
+        eps: float = 0.01,
+        eps_mode: str = "relative",
+        cbs_over: float = 2.0,
+        lr_rule: str = "sqrt",
+    ):
         problems = []
         factors = list(factors)
         if initial not in ladder.sizes:
             problems.append(f"initial batch size {initial} is not on the ladder {ladder.sizes}")
-        if (len(factors) < 2 or factors[0] != 1
-                or any(isinstance(k, bool) or not isinstance(k, int) for k in factors)
-                or any(b <= a for a, b in zip(factors, factors[1:]))):
-            problems.append(f"factors must be increasing ints starting at 1 with at least two "
-                            f"entries (e.g. '1 2 4'), got {factors!r}")
-        for name, value in (("ctx_len", ctx_len), ("probe_tokens", probe_tokens),
-                            ("every_tokens", every_tokens)):
+        if (
+            len(factors) < 2
+            or factors[0] != 1
+            or any(isinstance(k, bool) or not isinstance(k, int) for k in factors)
+            or any(b <= a for a, b in zip(factors, factors[1:]))
+        ):
+            problems.append(
+                f"factors must be increasing ints starting at 1 with at least two "
+                f"entries (e.g. '1 2 4'), got {factors!r}"
+            )
+        for name, value in (
+            ("ctx_len", ctx_len),
+            ("probe_tokens", probe_tokens),
+            ("every_tokens", every_tokens),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 problems.append(f"{name} must be a positive int, got {value!r}")
         if start_tokens is not None and (not isinstance(start_tokens, int) or start_tokens < 0):
@@ -99,8 +128,9 @@ class ProbePolicy(PolicyBase):
         if not (isinstance(eps, (int, float)) and eps >= 0):
             problems.append(f"eps must be >= 0, got {eps!r}")
         if eps_mode not in EPS_MODES:
-            problems.append(f"eps_mode: unknown mode {eps_mode!r}; expected one of "
-                            f"{', '.join(EPS_MODES)}")
+            problems.append(
+                f"eps_mode: unknown mode {eps_mode!r}; expected one of {', '.join(EPS_MODES)}"
+            )
         if not (isinstance(cbs_over, (int, float)) and cbs_over >= 1):
             problems.append(f"cbs_over must be >= 1, got {cbs_over!r}")
         if not problems:
@@ -131,8 +161,10 @@ class ProbePolicy(PolicyBase):
     def attach_prober(self, prober: Prober) -> None:
         """Give the policy the trainer's branch runner (again after every resume)."""
         if not callable(getattr(prober, "probe", None)):
-            raise TypeError(f"prober must have a probe(step, batch_size, factors, "
-                            f"lr_multipliers, tokens) method, got {type(prober).__name__}")
+            raise TypeError(
+                f"prober must have a probe(step, batch_size, factors, "
+                f"lr_multipliers, tokens) method, got {type(prober).__name__}"
+            )
         self.prober = prober
 
     # -- protocol -----------------------------------------------------------
@@ -161,8 +193,9 @@ class ProbePolicy(PolicyBase):
     def is_decision_point(self, step: int, tokens: int) -> bool:
         return tokens >= self.next_probe_tokens
 
-    def decide(self, step: int, tokens: int, batch_size: int,
-               metrics: Mapping[str, float]) -> Decision | None:
+    def decide(
+        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
+    ) -> Decision | None:
         if tokens < self.next_probe_tokens:
             return None
         self.next_probe_tokens = tokens + self.every_tokens
@@ -172,17 +205,22 @@ class ProbePolicy(PolicyBase):
         if self.prober is None:
             raise ProberMissingError(
                 "probe policy reached a decision point without a prober; the trainer must "
-                "call policy.attach_prober(...) after building and after resuming")
+                "call policy.attach_prober(...) after building and after resuming"
+            )
         multipliers = self.lr_multipliers(batch_size)
-        losses = self.prober.probe(step, batch_size, list(self.factors), multipliers,
-                                   self.probe_tokens)
+        losses = self.prober.probe(
+            step, batch_size, list(self.factors), multipliers, self.probe_tokens
+        )
         missing = [k for k in self.factors if k not in losses]
         if missing:
-            raise ValueError(f"prober returned no loss for factors {missing} (asked for "
-                             f"{self.factors}); got {sorted(losses)}")
+            raise ValueError(
+                f"prober returned no loss for factors {missing} (asked for "
+                f"{self.factors}); got {sorted(losses)}"
+            )
         losses = {k: float(losses[k]) for k in self.factors}
-        steps = sum(math.ceil(self.probe_tokens / (k * batch_size * self.ctx_len))
-                    for k in self.factors)
+        steps = sum(
+            math.ceil(self.probe_tokens / (k * batch_size * self.ctx_len)) for k in self.factors
+        )
         self.num_probes += 1
         self.branch_tokens += len(self.factors) * self.probe_tokens
         self.branch_steps += steps
@@ -190,47 +228,70 @@ class ProbePolicy(PolicyBase):
         k_star = measured_cbs_factor(losses, self.factors, self.eps, self.eps_mode)
         cbs = k_star * batch_size
         switch = cbs > self.cbs_over * batch_size
-        record = {"step": step, "tokens": tokens, "batch_size": batch_size, "k_star": k_star,
-                  "cbs": cbs, "switched": switch,
-                  "losses": {str(k): v if math.isfinite(v) else None  # JSON-safe
-                             for k, v in losses.items()}}
+        record = {
+            "step": step,
+            "tokens": tokens,
+            "batch_size": batch_size,
+            "k_star": k_star,
+            "cbs": cbs,
+            "switched": switch,
+            "losses": {
+                str(k): v if math.isfinite(v) else None  # JSON-safe
+                for k, v in losses.items()
+            },
+        }
         self.history = (self.history + [record])[-HISTORY:]
         if not switch:
             return None
         self.num_switches += 1
-        measured = {"cbs": float(cbs), "k_star": float(k_star),
-                    "from_batch_size": float(batch_size), "probe_tokens": float(self.probe_tokens),
-                    "branch_tokens_total": float(self.branch_tokens),
-                    "branch_steps_total": float(self.branch_steps),
-                    "branch_steps": float(steps), "probes": float(self.num_probes)}
+        measured = {
+            "cbs": float(cbs),
+            "k_star": float(k_star),
+            "from_batch_size": float(batch_size),
+            "probe_tokens": float(self.probe_tokens),
+            "branch_tokens_total": float(self.branch_tokens),
+            "branch_steps_total": float(self.branch_steps),
+            "branch_steps": float(steps),
+            "probes": float(self.num_probes),
+        }
         measured.update({f"loss_k{k}": v for k, v in losses.items() if math.isfinite(v)})
         return Decision(doubled, "probe", measured)
 
     # -- hooks and state ----------------------------------------------------
     def metrics_to_log(self) -> dict[str, float]:
         """Branch compute so far and the latest measured CBS."""
-        out = {"branch_tokens": float(self.branch_tokens),
-               "branch_steps": float(self.branch_steps)}
+        out = {"branch_tokens": float(self.branch_tokens), "branch_steps": float(self.branch_steps)}
         if self.history:
             out["measured_cbs"] = float(self.history[-1]["cbs"])
         return out
 
     def summary(self) -> dict[str, float]:
-        return {"probes": float(self.num_probes), "probe_switches": float(self.num_switches),
-                "branch_tokens": float(self.branch_tokens),
-                "branch_steps": float(self.branch_steps)}
+        return {
+            "probes": float(self.num_probes),
+            "probe_switches": float(self.num_switches),
+            "branch_tokens": float(self.branch_tokens),
+            "branch_steps": float(self.branch_steps),
+        }
 
     def describe(self) -> str:
-        return (f"probe: factors {self.factors}, eps {self.eps:g} ({self.eps_mode}), "
-                f"{self.probe_tokens} tokens per branch every {self.every_tokens} tokens, "
-                f"double when CBS > {self.cbs_over:g} B, LR rule {self.lr_rule}, "
-                f"ladder {self.ladder.sizes}")
+        return (
+            f"probe: factors {self.factors}, eps {self.eps:g} ({self.eps_mode}), "
+            f"{self.probe_tokens} tokens per branch every {self.every_tokens} tokens, "
+            f"double when CBS > {self.cbs_over:g} B, LR rule {self.lr_rule}, "
+            f"ladder {self.ladder.sizes}"
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.kind, "describe": self.describe(),
-                "next_probe_tokens": self.next_probe_tokens, "num_probes": self.num_probes,
-                "num_switches": self.num_switches, "branch_tokens": self.branch_tokens,
-                "branch_steps": self.branch_steps, "history": list(self.history)}
+        return {
+            "policy": self.kind,
+            "describe": self.describe(),
+            "next_probe_tokens": self.next_probe_tokens,
+            "num_probes": self.num_probes,
+            "num_switches": self.num_switches,
+            "branch_tokens": self.branch_tokens,
+            "branch_steps": self.branch_steps,
+            "history": list(self.history),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_state(state)

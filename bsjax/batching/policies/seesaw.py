@@ -1,4 +1,4 @@
-"""Seesaw (2025, NOTES section 5): trade LR decay for batch growth.
+"""Seesaw (2025, docs/science.md section 5): trade LR decay for batch growth.
 
 Where the LR schedule would have halved the LR once more (its
 ``halving_tokens()``), double the batch instead and multiply the LR by
@@ -13,11 +13,13 @@ The batch sizes are known before training, so this is a fixed table
 ``lr_override(tokens)``. Each switch line also carries ``lr_multiplier`` (the
 factor this switch applies to the LR) and ``lr`` (the LR from this switch on).
 """
+
 from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from bsjax.batching.controller import Decision
 from bsjax.batching.errors import BatchConfigError
@@ -43,16 +45,23 @@ class SeesawPolicy(TablePolicy):
         problems = []
         if isinstance(initial, bool) or not isinstance(initial, int) or initial <= 0:
             problems.append(f"initial batch size must be a positive int, got {initial!r}")
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) \
-                or (isinstance(initial, int) and max_batch_size < initial):
-            problems.append(f"max_batch_size must be an int >= the initial size {initial}, "
-                            f"got {max_batch_size!r}")
+        if (
+            isinstance(max_batch_size, bool)
+            or not isinstance(max_batch_size, int)
+            or (isinstance(initial, int) and max_batch_size < initial)
+        ):
+            problems.append(
+                f"max_batch_size must be an int >= the initial size {initial}, "
+                f"got {max_batch_size!r}"
+            )
         marks: list[int] = []
         for t in lr_schedule.halving_tokens():  # whole tokens, strictly increasing
             marks.append(max(int(math.ceil(t)), marks[-1] + 1 if marks else 1))
         if not marks:
-            problems.append("seesaw needs an LR schedule that decays (optim.schedule 'cosine' or "
-                            "'wsd'); this one never halves the LR, so seesaw would never switch")
+            problems.append(
+                "seesaw needs an LR schedule that decays (optim.schedule 'cosine' or "
+                "'wsd'); this one never halves the LR, so seesaw would never switch"
+            )
         if problems:
             raise BatchConfigError(problems)
         self.peak_lr = float(lr_schedule.peak_lr)
@@ -60,8 +69,8 @@ class SeesawPolicy(TablePolicy):
         self.halving_marks = marks
         self.max_doublings = int(math.floor(math.log2(max_batch_size / initial)))
         entries = [(0, initial)]
-        for n, key in enumerate(marks[:self.max_doublings], start=1):
-            entries.append((key, initial * 2 ** n))
+        for n, key in enumerate(marks[: self.max_doublings], start=1):
+            entries.append((key, initial * 2**n))
         super().__init__(TableSchedule(entries, name="seesaw"), kind="seesaw", reason="seesaw")
 
     def halvings_before(self, tokens: int) -> int:
@@ -71,7 +80,7 @@ class SeesawPolicy(TablePolicy):
     def lr_factor(self, halvings: int) -> float:
         """LR / peak after ``halvings`` points: 1/sqrt(2) per doubling, 1/2 past the top size."""
         doublings = min(halvings, self.max_doublings)
-        return INV_SQRT2 ** doublings * 0.5 ** (halvings - doublings)
+        return INV_SQRT2**doublings * 0.5 ** (halvings - doublings)
 
     def lr_override(self, tokens: int) -> float | None:
         """The LR after ``tokens`` tokens; None during warmup (follow the schedule there)."""
@@ -79,20 +88,30 @@ class SeesawPolicy(TablePolicy):
             return None
         return self.peak_lr * self.lr_factor(self.halvings_before(tokens))
 
-    def decide(self, step: int, tokens: int, batch_size: int,
-               metrics: Mapping[str, float]) -> Decision | None:
+    def decide(
+        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
+    ) -> Decision | None:
         decision = super().decide(step, tokens, batch_size, metrics)
         if decision is None:
             return None
         doublings = round(math.log2(decision.batch_size / batch_size))
         halvings = self.halvings_before(tokens)
-        return Decision(decision.batch_size, self.reason, {
-            **decision.measured, "lr_multiplier": INV_SQRT2 ** doublings,
-            "lr": self.peak_lr * self.lr_factor(halvings), "halvings": float(halvings)})
+        return Decision(
+            decision.batch_size,
+            self.reason,
+            {
+                **decision.measured,
+                "lr_multiplier": INV_SQRT2**doublings,
+                "lr": self.peak_lr * self.lr_factor(halvings),
+                "halvings": float(halvings),
+            },
+        )
 
     def describe(self) -> str:
-        return (f"seesaw: {self.schedule.describe()}, LR {self.peak_lr:g} x (1/sqrt 2)^n, "
-                f"halving points {self.halving_marks}")
+        return (
+            f"seesaw: {self.schedule.describe()}, LR {self.peak_lr:g} x (1/sqrt 2)^n, "
+            f"halving points {self.halving_marks}"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "describe": self.describe()}

@@ -1,4 +1,4 @@
-"""Batch growth from the WSD E(S) fits (Zhou et al. 2026, seed 000; NOTES section 3).
+"""Batch growth from the WSD E(S) fits (Zhou et al. 2026, seed 000; docs/science.md section 3).
 
 A sweep fitted per target loss L_i the example-optimal batch B_opt(L_i)
 (``bsjax analyze`` / ``bsjax.cbs.wsd``); B_opt grows as the target falls. Two
@@ -14,11 +14,13 @@ ways to turn that into a schedule:
 - **token-stepped**: the paper's own scheduler raises the batch at fixed token
   counts ("0:B1 2M:B2"): a ``TablePolicy`` with reason ``wsd-es``.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bsjax.batching.controller import Decision
 from bsjax.batching.errors import BatchConfigError
@@ -43,8 +45,10 @@ def parse_loss_targets(spec: str, *, name: str = "targets") -> list[tuple[float,
     except BatchConfigError as err:
         raise BatchConfigError(err.problems) from None
     if not items:
-        raise BatchConfigError(f"{name}: empty; write target losses with their fitted B_opt, "
-                               f"e.g. '4.0:64 3.5:128 3.2:256'")
+        raise BatchConfigError(
+            f"{name}: empty; write target losses with their fitted B_opt, "
+            f"e.g. '4.0:64 3.5:128 3.2:256'"
+        )
     for loss_text, size_text in items:
         try:
             loss = float(loss_text)
@@ -74,14 +78,21 @@ class LossTargetPolicy(PolicyBase):
 
     kind = "wsd_es"
 
-    def __init__(self, targets: Sequence[tuple[float, int]], *, loss_key: str = "loss",
-                 ema: float = 0.9, min_steps: int = 0):
+    def __init__(
+        self,
+        targets: Sequence[tuple[float, int]],
+        *,
+        loss_key: str = "loss",
+        ema: float = 0.9,
+        min_steps: int = 0,
+    ):
         problems = []
         if not targets:
             problems.append("targets: give at least one 'loss:B_opt' pair")
         if loss_key not in LOSS_KEYS:
-            problems.append(f"loss_key: unknown key {loss_key!r}; expected one of "
-                            f"{', '.join(LOSS_KEYS)}")
+            problems.append(
+                f"loss_key: unknown key {loss_key!r}; expected one of {', '.join(LOSS_KEYS)}"
+            )
         if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
             problems.append(f"ema must be in [0, 1), got {ema!r}")
         if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
@@ -95,8 +106,11 @@ class LossTargetPolicy(PolicyBase):
         for size in self.fitted_sizes:
             self.sizes.append(max(size, self.sizes[-1]) if self.sizes else size)
         if self.sizes != self.fitted_sizes:
-            warnings.warn(f"wsd_es targets: fitted B_opt {self.fitted_sizes} fall as the target "
-                          f"loss falls; using the running maximum {self.sizes}", stacklevel=2)
+            warnings.warn(
+                f"wsd_es targets: fitted B_opt {self.fitted_sizes} fall as the target "
+                f"loss falls; using the running maximum {self.sizes}",
+                stacklevel=2,
+            )
         self.loss_key = loss_key
         self.ema_decay = float(ema)
         self.min_steps = min_steps
@@ -131,14 +145,15 @@ class LossTargetPolicy(PolicyBase):
         if self.loss_key == "loss":
             self._ema_sum = self.ema_decay * self._ema_sum + (1 - self.ema_decay) * value
             self._ema_count += 1
-            self.running_loss = self._ema_sum / (1 - self.ema_decay ** self._ema_count)
+            self.running_loss = self._ema_sum / (1 - self.ema_decay**self._ema_count)
         else:
             self._ema_count += 1
             self.running_loss = value
         return True
 
-    def decide(self, step: int, tokens: int, batch_size: int,
-               metrics: Mapping[str, float]) -> Decision | None:
+    def decide(
+        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
+    ) -> Decision | None:
         if not self._update_running_loss(metrics) or step < self.min_steps:
             return None
         crossed = self.next_target
@@ -152,10 +167,13 @@ class LossTargetPolicy(PolicyBase):
         if new_size == batch_size:
             return None
         self.num_switches += 1
-        measured = {"running_loss": self.running_loss,
-                    "crossed_target": self.target_losses[crossed - 1],
-                    "targets_crossed": float(crossed), "from_batch_size": float(batch_size),
-                    "b_opt": float(self.fitted_sizes[min(crossed, len(self.sizes) - 1)])}
+        measured = {
+            "running_loss": self.running_loss,
+            "crossed_target": self.target_losses[crossed - 1],
+            "targets_crossed": float(crossed),
+            "from_batch_size": float(batch_size),
+            "b_opt": float(self.fitted_sizes[min(crossed, len(self.sizes) - 1)]),
+        }
         if crossed < len(self.target_losses):
             measured["next_target"] = self.target_losses[crossed]
         return Decision(new_size, "wsd-es", measured)
@@ -166,18 +184,26 @@ class LossTargetPolicy(PolicyBase):
         return {"running_loss": self.running_loss, "targets_crossed": float(self.next_target)}
 
     def summary(self) -> dict[str, float]:
-        return {"targets_crossed": float(self.next_target),
-                "wsd_es_switches": float(self.num_switches)}
+        return {
+            "targets_crossed": float(self.next_target),
+            "wsd_es_switches": float(self.num_switches),
+        }
 
     def describe(self) -> str:
         pairs = " ".join(f"{loss:g}:{size}" for loss, size in zip(self.target_losses, self.sizes))
         return f"wsd_es: loss targets {pairs} on {self.loss_key} (ema {self.ema_decay:g})"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.kind, "describe": self.describe(), "next_target": self.next_target,
-                "ema_sum": self._ema_sum, "ema_count": self._ema_count,
-                "running_loss": None if math.isnan(self.running_loss) else self.running_loss,
-                "last_metrics_step": self.last_metrics_step, "num_switches": self.num_switches}
+        return {
+            "policy": self.kind,
+            "describe": self.describe(),
+            "next_target": self.next_target,
+            "ema_sum": self._ema_sum,
+            "ema_count": self._ema_count,
+            "running_loss": None if math.isnan(self.running_loss) else self.running_loss,
+            "last_metrics_step": self.last_metrics_step,
+            "num_switches": self.num_switches,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_state(state)
@@ -193,6 +219,9 @@ class LossTargetPolicy(PolicyBase):
 
 def token_stepped_policy(table: str | TableSchedule) -> TablePolicy:
     """The paper's scheduler: the batch rises at fixed token counts, e.g. ``"0:64 2M:128"``."""
-    schedule = table if isinstance(table, TableSchedule) else TableSchedule.parse(
-        table, name="batch.policy.wsd_es.table")
+    schedule = (
+        table
+        if isinstance(table, TableSchedule)
+        else TableSchedule.parse(table, name="batch.policy.wsd_es.table")
+    )
     return TablePolicy(schedule, kind="wsd_es_tokens", reason="wsd-es")

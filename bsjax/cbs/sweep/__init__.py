@@ -41,7 +41,6 @@ lines), ``driver`` (:func:`run_sweep`), ``commands`` (cluster commands and
 ``python -m bsjax.cbs.sweep target-loss``).
 """
 
-
 from bsjax.cbs.sweep.driver import SweepOutcome, run_sweep
 from bsjax.cbs.sweep.plan import Point, Setting, SweepPlan, plan_sweep, run_config, run_overrides
 from bsjax.cbs.sweep.runs import FINAL_STATUSES, reference_target

@@ -11,11 +11,17 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bsjax.cbs.sweep.plan import Point, SweepPlan, run_overrides
-from bsjax.cbs.sweep.runs import BASE_CONFIG_FILE, FINAL_STATUSES, reference_target, run_status, write_plan_files
+from bsjax.cbs.sweep.runs import (
+    BASE_CONFIG_FILE,
+    FINAL_STATUSES,
+    reference_target,
+    run_status,
+    write_plan_files,
+)
 from bsjax.cbs.sweep.spec import SweepConfigError
 
 # The run config file that turns base_config.json back into a ConfigDict for `bsjax train`.
@@ -23,7 +29,9 @@ POINT_CONFIG_FILE = Path(__file__).resolve().parents[3] / "configs" / "sweep_poi
 
 
 def _flag_value(value) -> str:
-    return repr(value) if isinstance(value, float) else str(value)  # repr: floats round-trip exactly
+    return (
+        repr(value) if isinstance(value, float) else str(value)
+    )  # repr: floats round-trip exactly
 
 
 def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
@@ -35,12 +43,21 @@ def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
     with ``python -m bsjax.cbs.sweep target-loss`` once that run has finished.
     Runs already finished in ``workdir`` get a comment instead of a command.
     """
-    write_plan_files(plan, workdir, {s: plan.target_loss for s in plan.settings if plan.target_loss})
+    write_plan_files(
+        plan, workdir, {s: plan.target_loss for s in plan.settings if plan.target_loss}
+    )
     base_arg = f"{POINT_CONFIG_FILE}:{(workdir / BASE_CONFIG_FILE).resolve()}"
-    lines = [f"# {len(plan.runs())} runs of sweep {workdir}; each line is one job, runnable from any folder."]
+    lines = [
+        f"# {len(plan.runs())} runs of sweep {workdir}; each line is one job, runnable from any folder."
+    ]
 
     def command(point: Point, target_expr: str | None = None) -> str:
-        words = ["bsjax", "train", f"--config={base_arg}", f"--workdir={(workdir / point.name).resolve()}"]
+        words = [
+            "bsjax",
+            "train",
+            f"--config={base_arg}",
+            f"--workdir={(workdir / point.name).resolve()}",
+        ]
         for key, value in run_overrides(point, plan.target_loss).items():
             if key != "train.target_loss" or target_expr is None:
                 words.append(f"--config.{key}={_flag_value(value)}")
@@ -56,9 +73,13 @@ def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
         return False
 
     if plan.references:
-        lines.append("# 1. The reference runs (one per setting); their EWA eval loss at t_chin is the target.")
+        lines.append(
+            "# 1. The reference runs (one per setting); their EWA eval loss at t_chin is the target."
+        )
         lines += [command(ref) for ref in plan.references.values() if not finished(ref)]
-        lines.append("# 2. The points, independent of each other, once their setting's reference has finished.")
+        lines.append(
+            "# 2. The points, independent of each other, once their setting's reference has finished."
+        )
     done = {ref.name for ref in plan.references.values()}
     for point in plan.points:
         if point.name in done or finished(point):
@@ -70,7 +91,11 @@ def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
         else:
             ref_dir = shlex.quote(str((workdir / ref.name).resolve()))
             t_chin = point.setting.t_chin
-            lines.append(command(point, f"$(python -m bsjax.cbs.sweep target-loss {ref_dir} --step {t_chin})"))
+            lines.append(
+                command(
+                    point, f"$(python -m bsjax.cbs.sweep target-loss {ref_dir} --step {t_chin})"
+                )
+            )
     lines.append(
         "# 3. When every job has finished, the same `bsjax sweep` command again completes the reference "
         "summaries and writes the report."
@@ -84,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("target-loss", help="the target loss a finished reference run sets")
     p.add_argument("run_dir")
-    p.add_argument("--step", type=int, required=True, help="the Chinchilla step t_chin of the reference run")
+    p.add_argument(
+        "--step", type=int, required=True, help="the Chinchilla step t_chin of the reference run"
+    )
     args = parser.parse_args(argv)
     try:
         print(repr(reference_target(args.run_dir, args.step)))

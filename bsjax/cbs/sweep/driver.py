@@ -6,8 +6,8 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ml_collections
 
@@ -84,7 +84,9 @@ class _Sweep:
     def __init__(self, plan: SweepPlan, workdir: Path, out: Callable[[str], None]):
         self.plan, self.workdir, self.out = plan, workdir, out
         self.t0 = time.perf_counter()
-        self.targets: dict[Setting, float] = {s: plan.target_loss for s in plan.settings if plan.target_loss}
+        self.targets: dict[Setting, float] = {
+            s: plan.target_loss for s in plan.settings if plan.target_loss
+        }
         self.trained: list[str] = []
         self.skipped: list[str] = []
         runs = plan.runs()
@@ -95,8 +97,10 @@ class _Sweep:
         plan = self.plan
         write_plan_files(plan, self.workdir, self.targets)
         sizes = sorted({p.batch_size for p in plan.points})
-        self.out(f"sweep {self.workdir}: {len(plan.runs())} runs over batch sizes {sizes}, "
-                 f"{self.progress.to_train} to train")
+        self.out(
+            f"sweep {self.workdir}: {len(plan.runs())} runs over batch sizes {sizes}, "
+            f"{self.progress.to_train} to train"
+        )
         for setting, ref in plan.references.items():
             label = f" ({setting.label})" if setting.label else ""
             self.out(
@@ -107,8 +111,10 @@ class _Sweep:
                 return self._outcome(None, {}, preempted=True)
             self.targets[setting] = reference_target(self.workdir / ref.name, setting.t_chin)
             complete_reference_summary(self.workdir / ref.name, ref, self.targets[setting])
-            self.out(f"target loss{label}: {self.targets[setting]:.6g} "
-                     f"(EWA eval loss of {ref.name} at step {setting.t_chin})")
+            self.out(
+                f"target loss{label}: {self.targets[setting]:.6g} "
+                f"(EWA eval loss of {ref.name} at step {setting.t_chin})"
+            )
         write_plan_files(plan, self.workdir, self.targets)
 
         done = {ref.name for ref in plan.references.values()}
@@ -138,7 +144,9 @@ class _Sweep:
         if status in FINAL_STATUSES:
             summary = read_json(run_dir / "summary.json") or {}
             stt = summary.get("steps_to_target")
-            self.progress.skipped(point.name, f"finished ({status}" + (f", {stt} steps to target)" if stt else ")"))
+            self.progress.skipped(
+                point.name, f"finished ({status}" + (f", {stt} steps to target)" if stt else ")")
+            )
             self.skipped.append(point.name)
             return summary
         resuming = (run_dir / "checkpoints").exists() or status is not None
@@ -157,16 +165,24 @@ class _Sweep:
     def _outcome(self, report, b_star, preempted=False) -> SweepOutcome:
         wall = time.perf_counter() - self.t0
         if preempted:  # SIGTERM reached the run in progress: it saved; the sweep stops too
-            self.out(f"sweep preempted: the run in progress saved a checkpoint; the same command resumes it "
-                     f"({self.workdir})")
+            self.out(
+                f"sweep preempted: the run in progress saved a checkpoint; the same command resumes it "
+                f"({self.workdir})"
+            )
         else:
-            self.out(f"sweep wall time: {duration(wall)} ({len(self.trained)} run(s) trained, "
-                     f"{len(self.skipped)} skipped)")
+            self.out(
+                f"sweep wall time: {duration(wall)} ({len(self.trained)} run(s) trained, "
+                f"{len(self.skipped)} skipped)"
+            )
         targets = {s.label: v for s, v in self.targets.items()}
-        return SweepOutcome(self.workdir, targets, self.trained, self.skipped, report, b_star, round(wall, 3))
+        return SweepOutcome(
+            self.workdir, targets, self.trained, self.skipped, report, b_star, round(wall, 3)
+        )
 
 
-def _report(plan: SweepPlan, workdir: Path, out: Callable[[str], None]) -> tuple[Path, dict[str, float]]:
+def _report(
+    plan: SweepPlan, workdir: Path, out: Callable[[str], None]
+) -> tuple[Path, dict[str, float]]:
     """Fit and write report/; print its path, the warnings and every measured B*."""
     from bsjax.cbs.analysis import analyze_sweep
     from bsjax.cbs.report import render_report
@@ -191,7 +207,9 @@ def _report(plan: SweepPlan, workdir: Path, out: Callable[[str], None]) -> tuple
         interval = fit.ci.get("critical_batch_size")
         ci = f" [{interval.low:.4g}, {interval.high:.4g}]" if interval else ""
         b_star[ca.curve.label] = fit.critical_batch_size
-        out(f"B* ({ca.curve.label}): {fit.critical_batch_size:.4g}{ci} = 2^{fit.log2:.2f} sequences")
+        out(
+            f"B* ({ca.curve.label}): {fit.critical_batch_size:.4g}{ci} = 2^{fit.log2:.2f} sequences"
+        )
     if not b_star:
         out("B*: not measured (see the warnings above and the report)")
     return path, b_star

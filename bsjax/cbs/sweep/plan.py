@@ -17,7 +17,13 @@ import ml_collections
 
 from bsjax.cbs.sweep.spec import SweepConfigError, SweepSpec, read_spec, table_value
 
-MODEL_ABBREVIATIONS = {"d_model": "d", "n_layers": "l", "n_heads": "h", "d_ff": "ff", "ctx_len": "ctx"}
+MODEL_ABBREVIATIONS = {
+    "d_model": "d",
+    "n_layers": "l",
+    "n_heads": "h",
+    "d_ff": "ff",
+    "ctx_len": "ctx",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +75,9 @@ class SweepPlan:
     spec: SweepSpec
     settings: list[Setting]
     points: list[Point]
-    references: dict[Setting, Point]  # the run that sets each setting's target (none for a given target)
+    references: dict[
+        Setting, Point
+    ]  # the run that sets each setting's target (none for a given target)
 
     @property
     def target_loss(self) -> float:
@@ -107,7 +115,10 @@ def _unlocked_copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 def _model_label(base_model, overrides: tuple[tuple[str, Any], ...]) -> str:
     preset = dict(overrides).get("preset", base_model["preset"])
-    return "-".join([str(preset)] + [f"{MODEL_ABBREVIATIONS.get(k, k)}{v}" for k, v in overrides if k != "preset"])
+    return "-".join(
+        [str(preset)]
+        + [f"{MODEL_ABBREVIATIONS.get(k, k)}{v}" for k, v in overrides if k != "preset"]
+    )
 
 
 def table4_size(preset: str) -> str | None:
@@ -129,7 +140,9 @@ def _settings(base, spec: SweepSpec) -> list[Setting]:
         try:
             for key, value in overrides:
                 run.model[key] = value
-            n_params = model_lib.count_params(config_lib.model_config(run, vocab_size=1))["non_embedding"]
+            n_params = model_lib.count_params(config_lib.model_config(run, vocab_size=1))[
+                "non_embedding"
+            ]
         except (ValueError, TypeError) as exc:  # an unknown preset, a value of the wrong type
             problems.append(f"sweep.models={dict(overrides)!r}: {exc}")
             continue
@@ -142,13 +155,17 @@ def _settings(base, spec: SweepSpec) -> list[Setting]:
         for ratio in spec.ratios:
             t_chin = max(1, math.ceil(ratio * n_params / (ctx * b_ref)))
             label = "" if single else f"{_model_label(base.model, overrides)}_r{ratio:g}"
-            settings.append(Setting(label, overrides, ratio, n_params, ctx, b_ref, t_chin, not spec.target_loss))
+            settings.append(
+                Setting(label, overrides, ratio, n_params, ctx, b_ref, t_chin, not spec.target_loss)
+            )
     if problems:
         raise SweepConfigError(problems)
     return settings
 
 
-def _values(spec: SweepSpec, key: str, batch_size: int, setting: Setting, base_preset: str) -> list[float]:
+def _values(
+    spec: SweepSpec, key: str, batch_size: int, setting: Setting, base_preset: str
+) -> list[float]:
     """The beta2 (key 'b2') or tau ('ewa_tau') values a batch size runs with, by the sweep's rule."""
     rule, grid = (spec.b2_rule, spec.b2) if key == "b2" else (spec.ewa_tau_rule, spec.ewa_tau)
     if rule == "table4":
@@ -167,14 +184,18 @@ def _values(spec: SweepSpec, key: str, batch_size: int, setting: Setting, base_p
 
 def expected_steps(batch_size: int, setting: Setting, floor: int) -> int:
     """``n_B``: linear scaling from the reference, ``t_chin * B_ref / B``, floored for large batches."""
-    from bsjax.cbs.eval_schedule import expected_steps_for
+    from bsjax.train.eval_schedule import expected_steps_for
 
     # The floor never lifts the reference batch size above t_chin: its run must
     # evaluate exactly at t_chin, the dense grid's last point.
-    return expected_steps_for(batch_size, setting.ref_batch_size, setting.t_chin, floor=min(floor, setting.t_chin))
+    return expected_steps_for(
+        batch_size, setting.ref_batch_size, setting.t_chin, floor=min(floor, setting.t_chin)
+    )
 
 
-def _points(base, spec: SweepSpec, settings: list[Setting]) -> tuple[list[Point], dict[Setting, Point]]:
+def _points(
+    base, spec: SweepSpec, settings: list[Setting]
+) -> tuple[list[Point], dict[Setting, Point]]:
     def point(setting, B, lr, b2, tau, wu, is_reference=False) -> Point:
         n = expected_steps(B, setting, spec.min_expected_steps)
         cap = setting.t_chin if is_reference else math.ceil(spec.max_steps_factor * n)
@@ -183,10 +204,17 @@ def _points(base, spec: SweepSpec, settings: list[Setting]) -> tuple[list[Point]
     points, references = [], {}
     preset = base.model.preset
     for s in settings:
-        warmups = list(dict.fromkeys(spec.warmup_tokens or [round(f * s.ref_tokens) for f in spec.warmup_fraction]))
+        warmups = list(
+            dict.fromkeys(
+                spec.warmup_tokens or [round(f * s.ref_tokens) for f in spec.warmup_fraction]
+            )
+        )
         b_ref = spec.reference_batch_size
         if not spec.target_loss:  # the reference takes the first value of every grid
-            b2, tau = _values(spec, "b2", b_ref, s, preset)[0], _values(spec, "ewa_tau", b_ref, s, preset)[0]
+            b2, tau = (
+                _values(spec, "b2", b_ref, s, preset)[0],
+                _values(spec, "ewa_tau", b_ref, s, preset)[0],
+            )
             references[s] = point(s, b_ref, spec.lr[0], b2, tau, warmups[0], is_reference=True)
         for B in spec.batch_sizes:
             for lr in spec.lr:
@@ -209,7 +237,9 @@ def plan_sweep(config: ml_collections.ConfigDict, num_devices: int | None = None
     problems = []
     names = [p.name for p in points]
     if len(set(names)) != len(names):
-        problems.append("two points share a folder name (grid values equal to 6 significant digits); dedupe the grids")
+        problems.append(
+            "two points share a folder name (grid values equal to 6 significant digits); dedupe the grids"
+        )
     plan = SweepPlan(config.base, spec, settings, points, references)
     problems += _validate_run_configs(plan, num_devices)
     if problems:
@@ -246,7 +276,9 @@ def run_overrides(point: Point, target_loss: float) -> dict[str, Any]:
 def base_with_target_section(base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of ``base`` with the ``target`` section every run records (read by ``cbs.results``)."""
     c = _unlocked_copy(base)
-    c.target = ml_collections.ConfigDict(dict(ref_tokens=0, ref_batch_size=0, ref_steps=0, chinchilla_ratio=0.0))
+    c.target = ml_collections.ConfigDict(
+        dict(ref_tokens=0, ref_batch_size=0, ref_steps=0, chinchilla_ratio=0.0)
+    )
     return c
 
 
@@ -274,7 +306,9 @@ def _validate_run_configs(plan: SweepPlan, num_devices: int | None) -> list[str]
         if key in checked:
             continue
         checked.add(key)
-        for problem in config_lib.validate(run_config(plan, point, plan.target_loss or 1.0), num_devices):
+        for problem in config_lib.validate(
+            run_config(plan, point, plan.target_loss or 1.0), num_devices
+        ):
             runs_of.setdefault(problem, []).append(point.name)
     out = []
     for problem, names in runs_of.items():

@@ -1,6 +1,6 @@
 """A sweep's folder on disk: run status, the config check, the reference's target, plan files.
 
-Each run has its own folder (DESIGN.md, "A run's folder"); the sweep folder
+Each run has its own folder (docs/architecture.md, "A run's folder"); the sweep folder
 adds ``base_config.json`` (the base run config, for the cluster commands) and
 ``sweep.json`` (settings, targets and every run's overrides).
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import ml_collections
 
@@ -61,13 +61,18 @@ def config_mismatches(run_dir: Path, expected: ml_collections.ConfigDict) -> lis
         return []
     want = expected.to_dict()
     pairs = [(s, stored.get(s), want.get(s)) for s in CHECKED_SECTIONS]
-    pairs += [(f"train.{k}", stored.get("train", {}).get(k), want["train"].get(k)) for k in CHECKED_TRAIN_KEYS]
+    pairs += [
+        (f"train.{k}", stored.get("train", {}).get(k), want["train"].get(k))
+        for k in CHECKED_TRAIN_KEYS
+    ]
     pairs.append(("seed", stored.get("seed"), want.get("seed")))
     out = []
     for key, have, need in pairs:
         have, need = _normalised(have), _normalised(need)
         if isinstance(need, dict) and isinstance(have, dict):
-            out += [f"{key}.{k}: {have.get(k)!r} != {need[k]!r}" for k in need if have.get(k) != need[k]]
+            out += [
+                f"{key}.{k}: {have.get(k)!r} != {need[k]!r}" for k in need if have.get(k) != need[k]
+            ]
         elif have != need:
             out.append(f"{key}: {have!r} != {need!r}")
     return out
@@ -81,7 +86,11 @@ def reference_target(run_dir: Path | str, t_chin: int) -> float:
     from bsjax.cbs.results import read_metrics
 
     run_dir = Path(run_dir)
-    at_step = [r for r in read_metrics(run_dir, ("eval",)) if r.get("step") == t_chin and "ewa_eval_loss" in r]
+    at_step = [
+        r
+        for r in read_metrics(run_dir, ("eval",))
+        if r.get("step") == t_chin and "ewa_eval_loss" in r
+    ]
     value = at_step[-1]["ewa_eval_loss"] if at_step else None
     if value is None or not math.isfinite(value):
         summary = read_json(run_dir / "summary.json") or {}
@@ -101,8 +110,8 @@ def complete_reference_summary(run_dir: Path, point: Point, target: float) -> di
     The trainer's keys stay as they are (status ``max_steps``: it stopped at
     t_chin); the added ones make the reference the sweep's point at B_ref.
     """
-    from bsjax.cbs.eval_schedule import first_eval_at_target
     from bsjax.cbs.results import read_metrics
+    from bsjax.train.eval_schedule import first_eval_at_target
     from bsjax.train.metrics import write_json_atomic
 
     path = Path(run_dir) / "summary.json"
@@ -146,5 +155,10 @@ def write_plan_files(plan: SweepPlan, workdir: Path, targets: Mapping[Setting, f
         )
         for s in plan.settings
     ]
-    runs = [dict(name=p.name, **run_overrides(p, targets.get(p.setting, plan.target_loss))) for p in plan.runs()]
-    write_json_atomic(workdir / SWEEP_FILE, dict(settings=settings, runs=runs, analysis=plan.analysis))
+    runs = [
+        dict(name=p.name, **run_overrides(p, targets.get(p.setting, plan.target_loss)))
+        for p in plan.runs()
+    ]
+    write_json_atomic(
+        workdir / SWEEP_FILE, dict(settings=settings, runs=runs, analysis=plan.analysis)
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import ml_collections
 
@@ -137,7 +138,9 @@ def table_value(table: Mapping[int, float], batch_size: int) -> float | None:
     return table[max(keys)] if keys else None
 
 
-def _check_grid(sweep, key: str, ok: Callable[[Any], bool], wanted: str, problems: list[str]) -> tuple:
+def _check_grid(
+    sweep, key: str, ok: Callable[[Any], bool], wanted: str, problems: list[str]
+) -> tuple:
     """The values of grid ``sweep.<key>`` (a tuple or one value); () with a problem if any fails ``ok``."""
     values = _as_list(sweep[key])
     if not values or not all(ok(v) for v in values):
@@ -153,7 +156,9 @@ def _parse_table(text: str, key: str, problems: list[str]) -> dict[int, float]:
             b, v = entry.split(":")
             table[int(b)] = float(v)
         except ValueError:
-            problems.append(f"sweep.{key}: entry {entry!r} is not 'B:value' (e.g. '64:0.999 1024:0.95')")
+            problems.append(
+                f"sweep.{key}: entry {entry!r} is not 'B:value' (e.g. '64:0.999 1024:0.95')"
+            )
             return {}
     if not table:
         problems.append(f"sweep.{key} is empty; give entries like '64:0.999 1024:0.95'")
@@ -163,7 +168,9 @@ def _parse_table(text: str, key: str, problems: list[str]) -> dict[int, float]:
     return table
 
 
-def _parse_model_spec(spec: str, model_keys: Iterable[str], problems: list[str]) -> tuple[tuple[str, Any], ...]:
+def _parse_model_spec(
+    spec: str, model_keys: Iterable[str], problems: list[str]
+) -> tuple[tuple[str, Any], ...]:
     """'d_model=64,n_layers=4' -> (('d_model', 64), ('n_layers', 4))."""
     out = []
     known = set(model_keys)
@@ -189,7 +196,10 @@ def _parse_model_spec(spec: str, model_keys: Iterable[str], problems: list[str])
 
 def _rules(sweep, sizes, problems) -> dict[str, dict[int, float]]:
     tables: dict[str, dict[int, float]] = {}
-    for key, rule_key, table_key in (("b2", "b2_rule", "b2_table"), ("ewa_tau", "ewa_tau_rule", "ewa_tau_table")):
+    for key, rule_key, table_key in (
+        ("b2", "b2_rule", "b2_table"),
+        ("ewa_tau", "ewa_tau_rule", "ewa_tau_table"),
+    ):
         rule = sweep[rule_key]
         if rule not in RULES:
             problems.append(f"sweep.{rule_key}={rule!r} must be one of {', '.join(RULES)}")
@@ -203,26 +213,38 @@ def _rules(sweep, sizes, problems) -> dict[str, dict[int, float]]:
                 )
             tables[key] = table
         elif sweep[table_key]:
-            problems.append(f"sweep.{table_key} is set but sweep.{rule_key}={rule!r}; set {rule_key}='table'")
+            problems.append(
+                f"sweep.{table_key} is set but sweep.{rule_key}={rule!r}; set {rule_key}='table'"
+            )
     return tables
 
 
 def _check_analysis(analysis: dict) -> list[str]:
     problems = []
     for key in sorted(set(analysis) - set(ANALYSIS_KEYS)):
-        problems.append(f"sweep.analysis.{key}: unknown key; known keys: {', '.join(ANALYSIS_KEYS)}")
+        problems.append(
+            f"sweep.analysis.{key}: unknown key; known keys: {', '.join(ANALYSIS_KEYS)}"
+        )
     if not (_is_number(analysis.get("b_opt")) and analysis["b_opt"] >= 0):
-        problems.append(f"sweep.analysis.b_opt={analysis.get('b_opt')!r} must be >= 0 (0: the reference batch size)")
+        problems.append(
+            f"sweep.analysis.b_opt={analysis.get('b_opt')!r} must be >= 0 (0: the reference batch size)"
+        )
     if not (_is_number(analysis.get("overhead")) and analysis["overhead"] > 0):
-        problems.append(f"sweep.analysis.overhead={analysis.get('overhead')!r} must be > 0 (paper: 0.2)")
+        problems.append(
+            f"sweep.analysis.overhead={analysis.get('overhead')!r} must be > 0 (paper: 0.2)"
+        )
     alpha = str(analysis.get("alpha")).strip().lower()
     try:
         if alpha != "fit" and not float(alpha) > 0:
             raise ValueError
     except ValueError:
-        problems.append(f"sweep.analysis.alpha={analysis.get('alpha')!r} must be 'fit' or a number > 0")
+        problems.append(
+            f"sweep.analysis.alpha={analysis.get('alpha')!r} must be 'fit' or a number > 0"
+        )
     if not (_is_int(analysis.get("bootstrap")) and analysis["bootstrap"] >= 0):
-        problems.append(f"sweep.analysis.bootstrap={analysis.get('bootstrap')!r} must be an int >= 0")
+        problems.append(
+            f"sweep.analysis.bootstrap={analysis.get('bootstrap')!r} must be an int >= 0"
+        )
     if not _is_int(analysis.get("seed")):
         problems.append(f"sweep.analysis.seed={analysis.get('seed')!r} must be an int")
     return problems
@@ -255,18 +277,28 @@ def read_spec(config: ml_collections.ConfigDict) -> SweepSpec:
     missing = [s for s in ("base", "sweep") if s not in config]
     if missing:
         raise SweepConfigError(
-            [f"the sweep config has no '{s}' section; build it with bsjax.cbs.sweep.sweep_config(base)" for s in missing]
+            [
+                f"the sweep config has no '{s}' section; build it with bsjax.cbs.sweep.sweep_config(base)"
+                for s in missing
+            ]
         )
     base, sweep = config.base, config.sweep
     known = set(default_sweep_section().keys())
-    problems = [f"sweep.{k}: unknown key; known keys: {', '.join(sorted(known))}" for k in sorted(set(sweep) - known)]
-    problems += [f"sweep.{k} is missing (see default_sweep_section())" for k in sorted(known - set(sweep))]
+    problems = [
+        f"sweep.{k}: unknown key; known keys: {', '.join(sorted(known))}"
+        for k in sorted(set(sweep) - known)
+    ]
+    problems += [
+        f"sweep.{k} is missing (see default_sweep_section())" for k in sorted(known - set(sweep))
+    ]
     if problems:
         raise SweepConfigError(problems)
 
     sizes = _as_list(sweep.batch_sizes)
     if not sizes or not all(_is_int(b) and b > 0 for b in sizes) or len(set(sizes)) != len(sizes):
-        problems.append(f"sweep.batch_sizes={sizes!r} must be a non-empty tuple of distinct ints > 0")
+        problems.append(
+            f"sweep.batch_sizes={sizes!r} must be a non-empty tuple of distinct ints > 0"
+        )
         sizes = []
     in_unit = lambda v: _is_number(v) and 0 <= v < 1  # noqa: E731
     lrs = _check_grid(sweep, "lr", lambda v: _is_number(v) and v > 0, "numbers > 0", problems)
@@ -284,15 +316,23 @@ def read_spec(config: ml_collections.ConfigDict) -> SweepSpec:
             f"sweep.warmup_tokens; got warmup_fraction={wu_fraction!r}, warmup_tokens={wu_tokens!r}"
         )
     elif wu_tokens:
-        wu_tokens = _check_grid(sweep, "warmup_tokens", lambda v: _is_int(v) and v >= 0, "ints >= 0", problems)
+        wu_tokens = _check_grid(
+            sweep, "warmup_tokens", lambda v: _is_int(v) and v >= 0, "ints >= 0", problems
+        )
     else:
         wu_fraction = _check_grid(
-            sweep, "warmup_fraction", lambda v: _is_number(v) and 0 <= v <= 1, "fractions in [0, 1]", problems
+            sweep,
+            "warmup_fraction",
+            lambda v: _is_number(v) and 0 <= v <= 1,
+            "fractions in [0, 1]",
+            problems,
         )
 
     ratios = _as_list(sweep.chinchilla_ratio)
     if not ratios or not all(_is_number(r) and r > 0 for r in ratios):
-        problems.append(f"sweep.chinchilla_ratio={sweep.chinchilla_ratio!r} must be a number > 0 (or a tuple of them)")
+        problems.append(
+            f"sweep.chinchilla_ratio={sweep.chinchilla_ratio!r} must be a number > 0 (or a tuple of them)"
+        )
     target = sweep.target_loss
     if not (_is_number(target) and target >= 0):
         problems.append(f"sweep.target_loss={target!r} must be >= 0 (0: from the reference run)")
@@ -306,14 +346,31 @@ def read_spec(config: ml_collections.ConfigDict) -> SweepSpec:
         problems.append(f"sweep.print_commands={sweep.print_commands!r} must be True or False")
     analysis = dict(sweep.analysis)
     problems += _check_analysis(analysis)
-    models = tuple(_parse_model_spec(spec, base.model.keys(), problems) for spec in _as_list(sweep.models) or [""])
+    models = tuple(
+        _parse_model_spec(spec, base.model.keys(), problems)
+        for spec in _as_list(sweep.models) or [""]
+    )
     if len(set(models)) != len(models):
         problems.append(f"sweep.models={list(sweep.models)!r} lists a model twice")
     problems += _check_base(base)
     if problems:
         raise SweepConfigError(problems)
     return SweepSpec(
-        tuple(sizes), lrs, b2s, taus, sweep.b2_rule, sweep.ewa_tau_rule, tables, tuple(wu_tokens),
-        tuple(wu_fraction), b_ref, tuple(float(r) for r in ratios), models, float(target), float(factor), floor,
-        sweep.print_commands, analysis,
+        tuple(sizes),
+        lrs,
+        b2s,
+        taus,
+        sweep.b2_rule,
+        sweep.ewa_tau_rule,
+        tables,
+        tuple(wu_tokens),
+        tuple(wu_fraction),
+        b_ref,
+        tuple(float(r) for r in ratios),
+        models,
+        float(target),
+        float(factor),
+        floor,
+        sweep.print_commands,
+        analysis,
     )

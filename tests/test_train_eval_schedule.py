@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bsjax.cbs.eval_schedule import (
+from bsjax.train.eval_schedule import (
     EvalSchedule,
     EvalScheduleError,
     eval_steps,

@@ -14,7 +14,7 @@ This module is pure Python (no numpy, no I/O) so the training loop can use it.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 DEFAULT_EVERY = 1000
 DEFAULT_DENSE_FROM = 0.7
@@ -107,11 +107,11 @@ class EvalSchedule:
     """A fixed set of evaluation steps with O(1) membership."""
 
     def __init__(self, steps: Iterable[int]):
-        self.steps: tuple[int, ...] = tuple(sorted(set(int(s) for s in steps)))
+        self.steps: tuple[int, ...] = tuple(sorted({int(s) for s in steps}))
         self._set = frozenset(self.steps)
 
     @classmethod
-    def hybrid(cls, expected_steps: int, **kwargs) -> "EvalSchedule":
+    def hybrid(cls, expected_steps: int, **kwargs) -> EvalSchedule:
         """The hybrid schedule of :func:`eval_steps`."""
         return cls(eval_steps(expected_steps, **kwargs))
 
@@ -125,7 +125,9 @@ class EvalSchedule:
         return len(self.steps)
 
     def __repr__(self) -> str:
-        return f"EvalSchedule({len(self.steps)} steps, last={self.steps[-1] if self.steps else None})"
+        return (
+            f"EvalSchedule({len(self.steps)} steps, last={self.steps[-1] if self.steps else None})"
+        )
 
 
 def first_eval_at_target(
@@ -154,13 +156,17 @@ def first_eval_at_target(
         if isinstance(value, (int, float)) and math.isfinite(value) and value <= target:
             candidates.append(rec)
     if seen_eval and not seen_key:
-        raise EvalScheduleError(f"no eval record has the key {key!r}; pass key='eval_loss' for runs without EWA")
+        raise EvalScheduleError(
+            f"no eval record has the key {key!r}; pass key='eval_loss' for runs without EWA"
+        )
     if not candidates:
         return None
     return min(candidates, key=lambda r: r["step"])
 
 
-def steps_to_target(eval_records: Iterable[Mapping], target: float, key: str = "ewa_eval_loss") -> int | None:
+def steps_to_target(
+    eval_records: Iterable[Mapping], target: float, key: str = "ewa_eval_loss"
+) -> int | None:
     """First evaluated step whose EWA eval loss is <= ``target``, or None if never reached."""
     rec = first_eval_at_target(eval_records, target, key)
     return None if rec is None else int(rec["step"])
