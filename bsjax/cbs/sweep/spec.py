@@ -54,6 +54,8 @@ def default_sweep_section() -> ml_collections.ConfigDict:
     - max_steps_factor: a run gives up after this many times its expected steps.
     - min_expected_steps: floor of the expected steps of large batch sizes.
     - print_commands: print the cluster commands and train nothing.
+    - executor, parallel, retry_failed, slurm: how the runs are launched
+      (``bsjax.cbs.sweep.executors`` documents and checks these keys).
     - analysis: options of the report: b_opt (0: reference_batch_size),
       overhead (rho, paper 0.2), alpha ("1" or "fit"), bootstrap resamples, seed.
     """
@@ -78,6 +80,20 @@ def default_sweep_section() -> ml_collections.ConfigDict:
             max_steps_factor=4.0,
             min_expected_steps=100,
             print_commands=False,
+            # Launch keys, checked by bsjax.cbs.sweep.executors (not part of the plan).
+            executor="local",
+            parallel=0,
+            retry_failed=False,
+            slurm=dict(
+                cluster="slurm",
+                partition="",
+                timeout_min=240,
+                gpus_per_node=0,
+                cpus_per_task=0,
+                mem_gb=0,
+                array_parallelism=0,
+                setup="",
+            ),
             analysis=dict(b_opt=0.0, overhead=0.2, alpha="1", bootstrap=1000, seed=0),
         )
     )
