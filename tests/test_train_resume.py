@@ -49,7 +49,8 @@ def test_resume_skips_a_checkpoint_that_does_not_restore(
     newest.mkdir()  # an empty item: the checkpoint exists but cannot restore
     with caplog.at_level("WARNING"):
         resumed = train(th.config(text_corpus, data_caches), part)
-    assert any("step 8 did not restore" in r.message for r in caplog.records)
+    assert any("checkpoint at step 8 is corrupt" in r.message for r in caplog.records)
+    assert (part / "quarantined_checkpoints").is_dir()  # kept for a post-mortem, not deleted
     resume = [l for l in th.metric_lines(part, "event") if l["event"] == "resumed"]
     assert resume[-1]["checkpoint_step"] == 4
     assert resumed["params_sha256"] == full["params_sha256"]

@@ -1,8 +1,17 @@
 """A run's records: metrics.jsonl, TensorBoard through clu, summary.json.
 
-Every metrics.jsonl line has ``kind`` (train | eval | switch | compile | event),
-``step``, ``examples`` and ``tokens`` (docs/architecture.md contract). Only process 0
-writes; other processes keep a no-op log so the loop needs no branches.
+Every metrics.jsonl line has ``kind`` (train | eval | switch | compile | event |
+resume), ``step``, ``examples`` and ``tokens`` (docs/architecture.md contract). Only
+process 0 writes; other processes keep a no-op log so the loop needs no branches.
+
+metrics.jsonl is a ledger: lines are only ever appended. Each start of a run
+appends one ``resume`` line whose ``step`` is the step it continues from (0 for
+a new run). A run killed after its checkpoint at step s has written lines past s
+that the resumed run writes again; ``read_run_metrics`` returns the live
+history: at each ``resume`` line at step s it drops the earlier lines with step
+> s, and the earlier ``switch`` lines at step s (a switch at s is decided after
+the checkpoint at s, so the resumed run decides it again). Every reader of
+metrics.jsonl goes through it.
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-KINDS = ("train", "eval", "switch", "compile", "event")
+METRICS_FILE = "metrics.jsonl"
+KINDS = ("train", "eval", "switch", "compile", "event", "resume")
 
 
 def _jsonable(value: Any) -> Any:
@@ -36,7 +46,11 @@ class MetricsLog:
         if not enabled:
             return
         workdir = Path(workdir)
-        self._file = open(workdir / "metrics.jsonl", "a", buffering=1)
+        path = workdir / METRICS_FILE
+        torn = path.exists() and path.stat().st_size > 0 and _last_byte(path) != b"\n"
+        self._file = open(path, "a", buffering=1)
+        if torn:  # a line cut by a kill: end it, so it stays one unreadable line of its own
+            self._file.write("\n")
         if tensorboard:
             from clu import metric_writers  # TensorFlow-backed; imported only where it is used
 
@@ -81,16 +95,55 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_metrics(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """Lines of a metrics.jsonl, optionally of one kind."""
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
+
+
+def _superseded(line: dict[str, Any], resume_step: int) -> bool:
+    step = line.get("step")
+    if not isinstance(step, int):
+        return False
+    return step > resume_step or (line.get("kind") == "switch" and step == resume_step)
+
+
+def live_history(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines of a ledger that describe the run as it now stands (see the module doc)."""
+    live: list[dict[str, Any]] = []
+    for line in lines:
+        if line.get("kind") == "resume" and isinstance(line.get("step"), int):
+            live = [old for old in live if not _superseded(old, line["step"])]
+        live.append(line)
+    return live
+
+
+def read_run_metrics(
+    run_dir: str | Path, kinds: str | tuple[str, ...] | None = None
+) -> list[dict[str, Any]]:
+    """The live history of a run's metrics.jsonl, optionally only lines of ``kinds``.
+
+    A missing file gives no lines. Lines that are not JSON objects (a line cut
+    short by a kill, or a file being written) are skipped.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
     lines = []
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for raw in f:
-            if raw.strip():
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
                 line = json.loads(raw)
-                if kind is None or line["kind"] == kind:
-                    lines.append(line)
-    return lines
+            except json.JSONDecodeError:
+                continue
+            if isinstance(line, dict):
+                lines.append(line)
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    return [l for l in live_history(lines) if kinds is None or l.get("kind") in kinds]
 
 
 class _ConsoleProgress:
