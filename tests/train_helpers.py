@@ -72,8 +72,10 @@ def summary(workdir) -> dict:
 
 
 def metric_lines(workdir, kind=None) -> list[dict]:
-    lines = [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines() if l]
-    return [l for l in lines if kind is None or l["kind"] == kind]
+    """The live history of the run's metrics.jsonl (what every reader sees)."""
+    from bsjax.train.metrics import read_run_metrics
+
+    return read_run_metrics(workdir, kind)
 
 
 def consumed_ids(workdir) -> list[int]:

@@ -217,24 +217,13 @@ def _read_json(path: Path) -> dict:
 
 
 def read_metrics(run_dir: Path | str, kinds: tuple[str, ...] | None = ("eval",)) -> Iterator[dict]:
-    """Lines of ``metrics.jsonl`` whose ``kind`` is in ``kinds`` (all when None).
-
-    Unparseable lines (e.g. a half-written last line of a running job) are skipped.
+    """Lines of the live history of ``metrics.jsonl`` whose ``kind`` is in ``kinds`` (all
+    when None): ``bsjax.train.metrics.read_run_metrics``, which drops the lines a resume
+    superseded and skips unparseable ones (a half-written last line of a running job).
     """
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and (kinds is None or rec.get("kind") in kinds):
-                yield rec
+    from bsjax.train.metrics import read_run_metrics
+
+    yield from read_run_metrics(run_dir, kinds)
 
 
 def _opt_int(v):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -41,8 +40,9 @@ def run_config(
 
 
 def train_lines(workdir: str | Path) -> list[dict]:
-    lines = [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-    return [l for l in lines if l["kind"] == "train"]
+    from bsjax.train.metrics import read_run_metrics
+
+    return read_run_metrics(workdir, "train")
 
 
 def timed_steps(fn, n: int) -> float:

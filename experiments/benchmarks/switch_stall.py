@@ -66,7 +66,9 @@ def run_bsjax(args) -> list[dict]:
 
     with tempfile.TemporaryDirectory() as tmp:
         train(config_for(args, args.cache_dir), f"{tmp}/run")
-        lines = [json.loads(l) for l in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        from bsjax.train.metrics import read_run_metrics
+
+        lines = read_run_metrics(f"{tmp}/run")
     return [
         dict(
             old=l["old_batch_size"],
