@@ -37,9 +37,16 @@ def _jsonable(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Appends metric lines to metrics.jsonl and scalars to a clu metric writer."""
+    """Appends metric lines to metrics.jsonl and scalars to the trackers (TensorBoard, W&B)."""
 
-    def __init__(self, workdir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(
+        self,
+        workdir: str | Path,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        wandb_project: str = "",
+        hparams: dict[str, Any] | None = None,
+    ):
         self.enabled = enabled
         self._file = None
         self._writer = None
@@ -51,12 +58,12 @@ class MetricsLog:
         self._file = open(path, "a", buffering=1)
         if torn:  # a line cut by a kill: end it, so it stays one unreadable line of its own
             self._file.write("\n")
-        if tensorboard:
-            from clu import metric_writers  # TensorFlow-backed; imported only where it is used
+        # TensorBoard event files without TensorFlow, and W&B when a project is named.
+        from bsjax.train.trackers import make_writer
 
-            self._writer = metric_writers.create_default_writer(
-                str(workdir / "tensorboard"), asynchronous=True
-            )
+        self._writer = make_writer(
+            workdir, tensorboard=tensorboard, wandb_project=wandb_project, hparams=hparams
+        )
 
     def write(self, kind: str, step: int, examples: int, tokens: int, **values: Any) -> None:
         """Write one line; numeric values also go to TensorBoard as ``kind/name``."""
@@ -76,7 +83,7 @@ class MetricsLog:
             self._writer.write_scalars(int(step), scalars)
 
     def writer(self):
-        """The clu writer (for clu's periodic actions), or None."""
+        """The trackers' writer (clu's MetricWriter methods, for its periodic actions), or None."""
         return self._writer
 
     def close(self) -> None:
