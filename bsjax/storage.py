@@ -228,6 +228,12 @@ def child(parent: PathLike, *names: str) -> epath.Path:
     return as_path(parent).joinpath(*names)
 
 
+def absolute(path: PathLike, what: str = "path") -> epath.Path:
+    """:func:`as_path`, made absolute where it is local (orbax needs absolute folders)."""
+    path = as_path(path, what)
+    return path if is_remote(path) else epath.Path(os.path.abspath(os.fspath(path)))
+
+
 # ------------------------------------------------------------ whole files
 
 
@@ -306,7 +312,7 @@ def _staging_dir(kind: str) -> pathlib.Path:
 
 
 class AppendFile:
-    """A text file that is only appended to, on a local disk or object storage.
+    """A file that is only appended to, on a local disk or object storage.
 
     Local: an ordinary file opened for appending, line-buffered. Object storage:
     a local staging copy (the existing object downloaded first) whose whole
@@ -315,12 +321,13 @@ class AppendFile:
     :meth:`close`. A failed upload during :meth:`write` is logged and tried
     again at the next one; :meth:`flush` and :meth:`close` raise it.
 
-    A file whose last line was cut short (a run killed mid-write) gets a newline
-    first, so that line stays a line of its own and the next starts clean
-    (``ended_torn_line`` tells whether that happened).
+    Text mode (the default): a file whose last line was cut short (a run killed
+    mid-write) gets a newline first, so that line stays a line of its own and
+    the next starts clean (``ended_torn_line`` tells whether that happened).
+    ``binary=True`` takes bytes and changes nothing that is there.
     """
 
-    def __init__(self, path: PathLike, upload_every_s: float = 30.0):
+    def __init__(self, path: PathLike, upload_every_s: float = 30.0, binary: bool = False):
         self.path = as_path(path)
         self.remote = is_remote(self.path)
         self.upload_every_s = upload_every_s
@@ -333,16 +340,20 @@ class AppendFile:
         else:
             local = pathlib.Path(os.fspath(self.path))
         self.local = local
-        self.ended_torn_line = _ends_without_newline(local)
-        self._file = open(local, "a", buffering=1, encoding="utf-8")
+        if binary:
+            self.ended_torn_line = False
+            self._file = open(local, "ab")
+        else:
+            self.ended_torn_line = _ends_without_newline(local)
+            self._file = open(local, "a", buffering=1, encoding="utf-8")
         if self.ended_torn_line:
             self._file.write("\n")
         self._uploaded_at = time.monotonic()
         self._dirty = self.ended_torn_line
 
-    def write(self, text: str) -> None:
-        """Append ``text`` (on object storage: uploaded at the next due upload)."""
-        self._file.write(text)
+    def write(self, data: str | bytes) -> None:
+        """Append ``data`` (on object storage: uploaded at the next due upload)."""
+        self._file.write(data)
         self._dirty = True
         if self.remote and time.monotonic() - self._uploaded_at >= self.upload_every_s:
             try:
@@ -362,6 +373,10 @@ class AppendFile:
             upload_file(self.local, self.path)
             self._dirty = False
         self._uploaded_at = time.monotonic()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
 
     def close(self) -> None:
         """Flush, close, and remove the staging copy."""

@@ -159,6 +159,10 @@ def _object_semantics(base: epath.Path) -> None:
     assert (base / "metrics.jsonl").read_text() == "1\n2\n"
     resumed.close()
     assert not resumed.local.exists()  # the staging copy is gone
+    events = storage.AppendFile(base / "events.bin", upload_every_s=3600, binary=True)
+    events.write(b"\x00ab")
+    events.close()
+    assert (base / "events.bin").read_bytes() == b"\x00ab" and events.closed
 
     mirror = storage.LocalMirror(base / "tensorboard")
     (mirror.local / "train").mkdir()
