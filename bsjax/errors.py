@@ -61,3 +61,21 @@ def describe_os_error(err: OSError) -> str:
 
 class RunFailure(RuntimeError):
     """A run that stopped on a failure after it began writing; its summary says ``failed``."""
+
+
+_DISK_FULL_MARKERS = ("No space left on device", "os_error_code='28'", "Disk quota exceeded")
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for an error that stopped a run: disk full and I/O errors by name (orbax
+    and TensorFlow wrap them in their own error types), else the error's first line."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return describe_os_error(err)
+    text = str(err).strip()
+    if any(marker in text for marker in _DISK_FULL_MARKERS):
+        return (
+            f"the disk is full ({type(err).__name__} while writing); free space or move the "
+            f"run folder, then start the run again: it resumes from its last checkpoint"
+        )
+    first = text.splitlines()[0][:300] if text else ""
+    return f"{type(err).__name__}: {first}"

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bsjax import storage
 from bsjax.errors import ProblemsError
 
 log = logging.getLogger(__name__)
@@ -102,14 +104,31 @@ def verify(state: Any, meta: dict[str, Any]) -> list[str]:
 class Checkpointer:
     """Keeps the last ``keep`` checkpoints of a run under ``directory``."""
 
-    def __init__(self, directory: str | Path, keep: int = 3, async_save: bool = True):
+    def __init__(
+        self,
+        directory: str | Path,
+        keep: int = 3,
+        async_save: bool = True,
+        on_commit: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        """``on_commit(meta)`` is called (in the caller's thread) once a save is on disk:
+        at the next ``save`` or ``wait``."""
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save
         )
-        self._directory = Path(directory).absolute()
+        self._directory = storage.absolute(directory)  # local or gs:// (bsjax.storage)
         self._manager = ocp.CheckpointManager(
             self._directory, options=options, item_names=("state", "meta")
         )
+        self._on_commit = on_commit
+        self._pending: list[dict[str, Any]] = []
+
+    def _committed(self) -> None:
+        """Report the saves that ``wait_until_finished`` has just seen complete."""
+        pending, self._pending = self._pending, []
+        for meta in pending:
+            if self._on_commit is not None:
+                self._on_commit(meta)
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Start saving ``state`` and ``meta`` at ``step`` (returns once arrays are copied).
@@ -117,6 +136,7 @@ class Checkpointer:
         A step already on disk is not saved again: a run restored from step s
         holds exactly the state of that checkpoint.
         """
+        self.wait()  # orbax would wait for the previous save here too
         if step in self._manager.all_steps():
             log.debug("step %d is already checkpointed", step)
             return
@@ -130,10 +150,12 @@ class Checkpointer:
             ),
             force=True,
         )
+        self._pending.append({k: meta[k] for k in ("step", "examples", "tokens") if k in meta})
 
     def wait(self) -> None:
         """Block until every pending save is on disk (raises the save's error, if any)."""
         self._manager.wait_until_finished()
+        self._committed()
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -211,6 +233,15 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def steps_on_disk(directory: str | Path) -> list[int]:
+    """Steps of the committed checkpoints under ``directory``, read without orbax (which
+    would create the folder): step folders named by their number."""
+    path = storage.as_path(directory)
+    if not path.is_dir():
+        return []
+    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def _json_default(value: Any) -> Any:

@@ -42,6 +42,21 @@ RECORDED = ("code.git_commit",)
 
 # Sections of the run config that decide the trajectory, copied whole.
 _WHOLE_SECTIONS = ("optim", "batch")
+# data.* keys that decide which examples come in which order (the corpus and
+# tokenizer identities cover the content; the rest of data.* is where files are
+# and how fast they are read).
+_DATA_KEYS = (
+    "source",
+    "name",
+    "train_split",
+    "validation_split",
+    "text_field",
+    "tokenizer",
+    "validation_fraction",
+    "max_train_tokens",
+    "max_validation_tokens",
+    "shuffle_seed",
+)
 # Keys that locate files rather than describe their content.
 _PATH_KEYS = {"path", "data_dir", "cache_dir", "tokenizer_path", "cache_file"}
 # train.* keys that decide where the run stops or what it records as results.
@@ -144,7 +159,8 @@ def run_identity(
     config = _plain(run_config)
     identity: dict[str, Any] = {"format": IDENTITY_FORMAT, "seed": config.get("seed")}
     identity.update(flatten(_plain(model_config), "model."))
-    identity.update(flatten(config.get("data", {}), "data.", _PATH_KEYS))
+    data = config.get("data", {})
+    identity.update({f"data.{k}": data.get(k) for k in _DATA_KEYS if k in data})
     corpus = _plain(corpus_identity)
     identity.update(flatten(corpus.get("corpus", {}), "corpus.", _PATH_KEYS))
     identity.update(flatten(corpus.get("tokenizer", {}), "tokenizer.", _PATH_KEYS))
@@ -248,3 +264,119 @@ def write_identity(workdir: str | Path, identity: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(dict(identity), indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+# Files whose presence makes a folder a run folder.
+RUN_FILES = ("identity.json", "summary.json", "metrics.jsonl", "checkpoints", "config.json")
+_DONE = ("target_reached", "diverged")  # no limit change continues these
+_AT_LIMIT = ("max_steps", "max_tokens")
+
+
+class NewRunError(ProblemsError):
+    """--new-run given for a folder that is not empty."""
+
+
+@dataclasses.dataclass
+class Start:
+    """What a start of ``bsjax train`` on a folder does.
+
+    ``kind``: "new" (nothing there yet), "resume" (continue from the newest
+    checkpoint), "extend" (a finished run whose limit was raised: continue it),
+    or "finished" (nothing to do: print the stored summary, change nothing).
+    """
+
+    kind: str
+    comparison: Comparison | None = None
+    summary: dict[str, Any] | None = None
+
+    @property
+    def changes(self) -> dict[str, list]:
+        return self.comparison.changes if self.comparison else {}
+
+
+def read_summary(workdir: str | Path) -> dict[str, Any] | None:
+    """summary.json as a dict, or None when absent or unreadable (then the run is resumed)."""
+    try:
+        data = json.loads((Path(workdir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _wants_more(summary: Mapping[str, Any], max_steps: int, max_tokens: int) -> bool:
+    """Whether a run that stopped at a limit continues under the given limits."""
+    steps, tokens = int(summary.get("steps") or 0), int(summary.get("tokens") or 0)
+    return (not max_steps or steps < max_steps) and (not max_tokens or tokens < max_tokens)
+
+
+def decide_start(
+    workdir: str | Path,
+    current: Mapping[str, Any],
+    new_run: bool = False,
+) -> Start:
+    """Read the folder (nothing is written) and decide how this start proceeds.
+
+    Refuses, with one message each: ``--new-run`` on a folder that is not empty;
+    a folder with run files but no identity.json (written by an older bsjax, or
+    damaged: its history cannot be checked); an identity that differs in a key
+    other than the limits.
+    """
+    path = Path(workdir)
+    entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if new_run and entries:
+        shown = ", ".join(entries[:5]) + (" ..." if len(entries) > 5 else "")
+        raise NewRunError(
+            f"--new-run: {workdir} is not empty ({shown}); a new run needs a new or empty "
+            f"folder (to continue the run there, leave out --new-run)"
+        )
+    stored = read_identity(path)
+    if stored is None:
+        present = [name for name in RUN_FILES if name in entries]
+        if present:
+            raise IdentityFileError(
+                f"{workdir} holds a run ({', '.join(present)}) but no {IDENTITY_FILE}, so a "
+                f"resume cannot be checked against it; start this config in a new folder"
+            )
+        return Start("new")
+    comparison = check_resume(path, current)
+    summary = read_summary(path)
+    status = (summary or {}).get("status")
+    max_steps = int(current.get("train.max_steps") or 0)
+    max_tokens = int(current.get("train.max_tokens") or 0)
+    if status in _DONE or (status in _AT_LIMIT and not _wants_more(summary, max_steps, max_tokens)):
+        return Start("finished", comparison, summary)
+    if status in _AT_LIMIT:
+        return Start("extend", comparison, summary)
+    return Start("resume", comparison, summary)
+
+
+CHECKPOINT_EVENT = "checkpoint_saved"  # event lines written once a checkpoint is on disk
+
+
+class HistoryLostError(ProblemsError):
+    """A run with recorded history whose checkpoints are gone."""
+
+
+def check_history_without_checkpoints(workdir: str | Path, checkpoint_dir: str | Path) -> None:
+    """Refuse to start over a run whose history says it saved checkpoints that are gone.
+
+    Called when the folder has no checkpoint: a run killed before its first save
+    restarts from step 0 (nothing is lost), but one whose ledger records a saved
+    checkpoint, or whose summary counts steps, would silently start over.
+    """
+    from bsjax.train.metrics import read_run_metrics
+
+    saved = [
+        l["step"]
+        for l in read_run_metrics(workdir, "event")
+        if l.get("event") == CHECKPOINT_EVENT and l.get("step", 0) > 0
+    ]
+    steps = int((read_summary(workdir) or {}).get("steps") or 0)
+    if saved or steps:
+        last = max(saved or [steps])
+        raise HistoryLostError(
+            f"{workdir} holds a run that reached step {last}, but {checkpoint_dir} has no "
+            f"checkpoint to continue from; nothing was changed. Restore the checkpoints from a "
+            f"copy, or start this config in a new folder (restarting from step 0 here would mix "
+            f"two histories)"
+        )

@@ -15,18 +15,21 @@ Two stores:
 
 * local folders: ``open(O_CREAT | O_EXCL)`` makes "create if absent" atomic, so
   of two runs that start together exactly one gets the lock;
-* object storage (``gs://``, ``s3://``: no flock, and no exclusive create through
-  a plain file API): the lock is written if absent, and after ``settle_s``
-  seconds read back; the run owns it only if its own token is still there. Race
-  window: two runs that both find the lock absent and both write it within
-  ``settle_s`` of each other are told apart by the read-back (the later write
-  wins, the earlier run refuses); only a store slower than ``settle_s`` to show
-  a write to readers could let both pass. The heartbeat checks the token each
-  time, so a run that lost its lock learns it at the next beat (``lost``).
+* object storage (``gs://``, ``s3://``: no flock): the create is a conditional
+  PUT (``bsjax.storage.create_exclusive``), atomic as well. For a store without
+  one, ``RunLock`` also runs the check-then-write protocol: the lock is written if
+  absent and after ``settle_s`` seconds read back, and the run owns it only if
+  its own token is still there (of two writers within ``settle_s`` the later
+  wins, the earlier refuses; only a store slower than ``settle_s`` to show a
+  write to readers could let both pass).
 
-Taking over a stale lock deletes it and creates it again; two runs taking
-over the same stale lock at the same moment race only in that step (one of
-the two creates then fails and refuses).
+Race window: taking over a stale lock deletes it and creates it again. Two runs
+taking over the same stale lock at once race only in that step (one create
+fails and refuses). A holder that was only slow (a paused VM past ``stale_s``)
+learns at its next heartbeat that its token is gone (``lost``), and the trainer
+reads the lock before every checkpoint (``check``): for at most ``heartbeat_s``
+both may append metrics lines, and only a save that starts in the moment
+between that read and the takeover can still land.
 """
 
 from __future__ import annotations
@@ -128,36 +131,30 @@ class _LocalStore:
 
 
 class _ObjectStore:
-    """Through etils.epath (gs://, s3://): create-if-absent is check-then-write."""
+    """gs://, s3:// through bsjax.storage: create-if-absent is a conditional PUT."""
 
-    atomic_create = False
-
-    def _path(self, path: str):
-        from etils import epath
-
-        return epath.Path(path)
+    atomic_create = True
 
     def create(self, path: str, text: str) -> bool:
-        p = self._path(path)
-        if p.exists():
-            return False
-        p.write_text(text)
-        return True
+        from bsjax import storage
+
+        return storage.create_exclusive(path, text)
 
     def read(self, path: str) -> str | None:
-        p = self._path(path)
-        try:
-            return p.read_text() if p.exists() else None
-        except FileNotFoundError:
-            return None
+        from bsjax import storage
+
+        return storage.read_text_or_none(path)
 
     def replace(self, path: str, text: str) -> None:
-        self._path(path).write_text(text)  # object writes are whole-object
+        from bsjax import storage
+
+        storage.write_text_atomic(path, text)  # one PUT
 
     def remove(self, path: str) -> None:
-        p = self._path(path)
-        if p.exists():
-            p.unlink()
+        from bsjax import storage
+
+        with contextlib.suppress(FileNotFoundError):
+            storage.as_path(path).unlink()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -304,9 +301,14 @@ class RunLock:
         return self._lost
 
     def check(self) -> None:
-        """Raise ``LockLostError`` if the heartbeat found the lock taken by another run."""
-        if self._lost:
-            raise LockLostError(f"the lock {self.path} was taken by another run")
+        """Raise ``LockLostError`` unless the lock file still holds this run's token (one read)."""
+        record = self.holder()
+        if self._lost or record is None or record.get("token") != self._token:
+            self._lost = True
+            raise LockLostError(
+                f"the lock {self.path} is now held by {record or 'nobody'}; this run stops "
+                f"writing to {self.workdir}"
+            )
 
     # -------------------------------------------------------------- release
     def release(self) -> None:
