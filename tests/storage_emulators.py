@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -108,8 +109,16 @@ class Emulator:
             f"{self.name} did not answer on {self.url} within {START_TIMEOUT_S}s"
         )
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): clients connect but get no answer until :meth:`resume`."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self._process.terminate()
             try:
                 self._process.wait(timeout=10)

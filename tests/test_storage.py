@@ -178,7 +178,7 @@ def no_local_scheme_folders(tmp_path, monkeypatch):
     """Run in an empty folder and check that no ``gs:`` or ``s3:`` folder appears there."""
     monkeypatch.chdir(tmp_path)
     yield
-    assert sorted(os.listdir(tmp_path)) == []
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(":")]
 
 
 def test_gcs_emulator_files(gcs_emulator, no_local_scheme_folders):  # noqa: F811
@@ -215,3 +215,56 @@ def test_orbax_still_writes_s3_checkpoints_to_a_local_folder(s3_emulator, tmp_pa
     with pytest.raises(ValueError, match="should be absolute. Got s3:/bsjax-test"):
         _orbax_save_restore(storage.as_path(s3_emulator.url_of("run", "checkpoints")))
     assert (tmp_path / "s3:").is_dir()
+
+
+# ----------------------------------------------------- a run's records
+
+
+def test_workdir_check_refuses_what_storage_cannot_hold(tmp_path):
+    from bsjax.train import lock as lock_lib
+
+    lock_lib.check_workdir(tmp_path / "run")
+    lock_lib.check_workdir("gs://bucket/run")
+    for bad, needle in [
+        ("gs:/bucket/run", "one slash lost"),
+        ("hdfs://cluster/run", "hdfs:// is not a storage"),
+        ("s3://bucket/run", "cannot write checkpoints to s3://"),
+    ]:
+        with pytest.raises(storage.StorageError, match=needle):
+            lock_lib.check_workdir(bad)
+
+
+def test_run_records_on_gcs(gcs_emulator, tmp_path, no_local_scheme_folders):  # noqa: F811
+    """metrics.jsonl, TensorBoard events, summary.json, identity.json and run.lock on gs://."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bsjax.train import identity as identity_lib
+    from bsjax.train import lock as lock_lib
+    from bsjax.train import metrics as metrics_lib
+
+    run = gcs_emulator.url_of("records", "run")
+    log = metrics_lib.MetricsLog(run, tensorboard=True)
+    log.write("train", 1, 16, 512, loss=2.5)
+    log.flush()
+    assert [l["loss"] for l in metrics_lib.read_run_metrics(run, "train")] == [2.5]
+    log.write("train", 2, 32, 1024, loss=2.0)
+    log.close()
+    assert [l["step"] for l in metrics_lib.read_run_metrics(run, "train")] == [1, 2]
+
+    (event_file,) = (storage.as_path(run) / "tensorboard").iterdir()
+    local_logdir = tmp_path / "tb"
+    local_logdir.mkdir()
+    (local_logdir / event_file.name).write_bytes(event_file.read_bytes())
+    accumulator = EventAccumulator(str(local_logdir))
+    accumulator.Reload()
+    assert [e.value for e in accumulator.Scalars("train/loss")] == [2.5, 2.0]
+
+    metrics_lib.write_json_atomic(f"{run}/summary.json", {"status": "done", "steps": 2})
+    assert identity_lib.read_summary(run)["steps"] == 2
+    identity_lib.write_identity(run, {"model.d_model": 32})
+    assert identity_lib.read_identity(run) == {"model.d_model": 32}
+
+    busy = pytest.raises(lock_lib.WorkdirBusyError, match="in use by another run")
+    with lock_lib.RunLock(run), busy:
+        lock_lib.RunLock(run).acquire()
+    assert not (storage.as_path(run) / lock_lib.LOCK_FILE).exists()

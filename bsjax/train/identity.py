@@ -24,12 +24,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bsjax import storage
 from bsjax.errors import ProblemsError
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class IdentityMismatchError(ProblemsError):
             + [
                 f"to train this config start it in a new folder (--workdir=NEW, add --new-run "
                 f"to refuse any folder that is not empty); to continue the run in {workdir}, "
-                f"use the values recorded in {Path(workdir) / IDENTITY_FILE}"
+                f"use the values recorded in {identity_path(workdir)}"
             ]
         )
 
@@ -209,8 +209,8 @@ def compare(stored: Mapping[str, Any], current: Mapping[str, Any]) -> Comparison
     return Comparison(refused, extended, recorded)
 
 
-def identity_path(workdir: str | Path) -> Path:
-    return Path(workdir) / IDENTITY_FILE
+def identity_path(workdir: str | Path) -> storage.Path:
+    return storage.as_path(workdir) / IDENTITY_FILE
 
 
 def read_identity(workdir: str | Path) -> dict[str, Any] | None:
@@ -259,11 +259,9 @@ def check_resume(workdir: str | Path, current: Mapping[str, Any]) -> Comparison 
 
 
 def write_identity(workdir: str | Path, identity: Mapping[str, Any]) -> None:
-    """Write identity.json atomically (a temporary file and a rename)."""
+    """Write identity.json atomically (a rename locally, one PUT on object storage)."""
     path = identity_path(workdir)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(dict(identity), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    storage.write_text_atomic(path, json.dumps(dict(identity), indent=1, sort_keys=True) + "\n")
 
 
 # Files whose presence makes a folder a run folder.
@@ -297,7 +295,7 @@ class Start:
 def read_summary(workdir: str | Path) -> dict[str, Any] | None:
     """summary.json as a dict, or None when absent or unreadable (then the run is resumed)."""
     try:
-        data = json.loads((Path(workdir) / "summary.json").read_text(encoding="utf-8"))
+        data = json.loads((storage.as_path(workdir) / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -321,7 +319,7 @@ def decide_start(
     damaged: its history cannot be checked); an identity that differs in a key
     other than the limits.
     """
-    path = Path(workdir)
+    path = storage.as_path(workdir)
     entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
     if new_run and entries:
         shown = ", ".join(entries[:5]) + (" ..." if len(entries) > 5 else "")

@@ -81,7 +81,11 @@ def check_workdir(workdir: str | os.PathLike | None) -> None:
         raise WorkdirError(
             "--workdir is empty; give the folder of the run, e.g. --workdir=runs/tiny"
         )
+    from bsjax import storage
+
+    storage.as_path(workdir, "--workdir")  # refuses unknown schemes and URLs pathlib mangled
     if is_object_store(str(workdir)):
+        storage.check_checkpoint_location(workdir)  # where orbax writes checkpoints correctly
         return  # permissions and kinds are the store's; the lock's create fails clearly
     path = Path(workdir)
     if path.exists() and not path.is_dir():

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from bsjax import storage
 
 METRICS_FILE = "metrics.jsonl"
 KINDS = ("train", "eval", "switch", "compile", "event", "resume")
@@ -52,12 +53,10 @@ class MetricsLog:
         self._writer = None
         if not enabled:
             return
-        workdir = Path(workdir)
-        path = workdir / METRICS_FILE
-        torn = path.exists() and path.stat().st_size > 0 and _last_byte(path) != b"\n"
-        self._file = open(path, "a", buffering=1)
-        if torn:  # a line cut by a kill: end it, so it stays one unreadable line of its own
-            self._file.write("\n")
+        workdir = storage.as_path(workdir)
+        # Ends a line cut by a kill, so it stays one unreadable line of its own; on object
+        # storage, lines are staged locally and uploaded by flush() (bsjax.storage).
+        self._file = storage.AppendFile(workdir / METRICS_FILE)
         # TensorBoard event files without TensorFlow, and W&B when a project is named.
         from bsjax.train.trackers import make_writer
 
@@ -86,6 +85,13 @@ class MetricsLog:
         """The trackers' writer (clu's MetricWriter methods, for its periodic actions), or None."""
         return self._writer
 
+    def flush(self) -> None:
+        """Make every line and scalar written so far durable (uploaded, on object storage)."""
+        if self._writer is not None:
+            self._writer.flush()
+        if self._file is not None:
+            self._file.flush()
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.flush()
@@ -95,17 +101,9 @@ class MetricsLog:
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({k: _jsonable(v) for k, v in data.items()}, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+    """Write JSON that readers see whole or not at all (a rename locally, one PUT remotely)."""
+    body = {k: _jsonable(v) for k, v in data.items()}
+    storage.write_text_atomic(path, json.dumps(body, indent=2, default=str))
 
 
 def _superseded(line: dict[str, Any], resume_step: int) -> bool:
@@ -133,21 +131,21 @@ def read_run_metrics(
     A missing file gives no lines. Lines that are not JSON objects (a line cut
     short by a kill, or a file being written) are skipped.
     """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
+    try:
+        data = (storage.as_path(run_dir) / METRICS_FILE).read_bytes()
+    except FileNotFoundError:
         return []
     lines = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for raw in f:
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(line, dict):
-                lines.append(line)
+    for raw in data.decode("utf-8", errors="replace").split("\n"):
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
     if isinstance(kinds, str):
         kinds = (kinds,)
     return [l for l in live_history(lines) if kinds is None or l.get("kind") in kinds]

@@ -62,19 +62,15 @@ def _event_file_name(logdir: str) -> str:
 
 
 def _open_for_append(path: str):
-    if "://" in path:  # gs://, s3://: TensorBoard's file layer (TensorFlow's where installed)
-        from tensorboard.compat import tf
+    if "://" in path:  # gs://, s3://: staged locally, the whole object uploaded at each flush
+        from bsjax import storage
 
-        return tf.io.gfile.GFile(path, "ab")
+        return storage.AppendFile(path, binary=True)
     return open(path, "ab")
 
 
 def _make_dirs(logdir: str) -> None:
-    if "://" in logdir:
-        from tensorboard.compat import tf
-
-        tf.io.gfile.makedirs(logdir)
-    else:
+    if "://" not in logdir:  # object storage has no folders to make
         Path(logdir).mkdir(parents=True, exist_ok=True)
 
 
