@@ -268,3 +268,34 @@ def test_run_records_on_gcs(gcs_emulator, tmp_path, no_local_scheme_folders):  #
     with lock_lib.RunLock(run), busy:
         lock_lib.RunLock(run).acquire()
     assert not (storage.as_path(run) / lock_lib.LOCK_FILE).exists()
+
+
+def test_analyze_reads_a_sweep_on_gcs_and_writes_its_report_there(
+    gcs_emulator,  # noqa: F811
+    tmp_path,
+    no_local_scheme_folders,
+    capsys,
+):
+    """The same synthetic sweep on a local folder and on gs:// gives the same report."""
+    from test_cbs_report import MODELS, make_sweep
+
+    from bsjax.cbs.cli import analyze_main
+
+    models = {"s1": MODELS["s1"]}
+    local = make_sweep(tmp_path / "sweep", models=models)
+    remote = make_sweep(storage.as_path(gcs_emulator.url_of("sweeps", "s1")), models=models)
+    assert analyze_main([str(local)]) == 0
+    local_out = capsys.readouterr().out
+    assert analyze_main([str(remote)]) == 0
+    remote_out = capsys.readouterr().out
+    assert f"report: {remote}/report/report.md" in remote_out
+    assert local_out.split("\n", 1)[1] == remote_out.split("\n", 1)[1]  # same B* lines
+    local_fits = json.loads((local / "report" / "fits.json").read_text())
+    remote_fits = json.loads((remote / "report" / "fits.json").read_text())
+    assert remote_fits.pop("sweep_dir") == str(remote)
+    local_fits.pop("sweep_dir")
+    assert remote_fits == local_fits
+    figures = sorted(p.name for p in (remote / "report").iterdir() if p.name.endswith(".png"))
+    assert figures and figures == sorted(
+        p.name for p in (local / "report").iterdir() if p.name.endswith(".png")
+    )

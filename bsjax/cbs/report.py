@@ -8,6 +8,7 @@ runs headless). ``write_report(sweep_dir)`` fits and renders;
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -128,8 +129,10 @@ def _grid(n: int, width: float = 4.6, height: float = 3.6):
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    png = io.BytesIO()  # then one write: the report folder may be on object storage
+    fig.savefig(png, format="png", dpi=150)
     plt.close(fig)
+    path.write_bytes(png.getvalue())
     return path
 
 
@@ -360,11 +363,12 @@ def _write_csv(analysis: SweepAnalysis, path: Path) -> None:
         for key in row:
             if key not in columns:
                 columns.append(key)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    path.write_text(text.getvalue(), encoding="utf-8")
 
 
 def _fits_json(analysis: SweepAnalysis) -> dict:

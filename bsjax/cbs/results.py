@@ -32,6 +32,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from bsjax import storage
 from bsjax.train.eval_schedule import steps_to_target as _steps_to_target
 
 SUMMARY = "summary.json"
@@ -209,8 +210,7 @@ class SweepResults:
 
 
 def _read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = json.loads(storage.as_path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     return data
@@ -236,7 +236,7 @@ def _opt_float(v):
 
 def load_run(run_dir: Path | str) -> RunRecord:
     """Read one run folder. Raises ``SweepError`` if its summary.json is missing or unreadable."""
-    run_dir = Path(run_dir)
+    run_dir = storage.as_path(run_dir)  # a local folder or a gs://, s3:// URL
     try:
         summary = _read_json(run_dir / SUMMARY)
     except (OSError, ValueError) as exc:
@@ -333,7 +333,7 @@ def load_sweep(sweep_dir: Path | str) -> SweepResults:
     Warnings (also emitted as :class:`SweepWarning`) name every run left
     out of the fits and why, and every run folder that could not be read.
     """
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = storage.as_path(sweep_dir)  # a local folder or a gs://, s3:// URL
     if not sweep_dir.is_dir():
         raise SweepError(f"sweep folder {str(sweep_dir)!r} does not exist or is not a folder")
     notes: list[str] = []
