@@ -12,6 +12,8 @@ from bsjax.cbs.fits import (
     CurveFitError,
     NonMonotoneCurveError,
     critical_batch_size,
+    fit_inverse_power,
+    fit_inverse_power_many,
     fit_steps_curve,
 )
 
@@ -45,7 +47,7 @@ def test_fixed_alpha_recovery_with_noise():
     a, b = 2000.0, 6e6
     batch = np.repeat(BATCH, 2)
     steps = (a + b / batch) * np.exp(rng.normal(0.0, 0.03, batch.size))
-    fit = fit_steps_curve(batch, steps)
+    fit = fit_steps_curve(batch, steps, seeds=np.tile([0, 1], BATCH.size))
     true_bstar = critical_batch_size(a, b)
     # 3% log-noise on 9 sizes: parameters within 10%, B* within 10%.
     assert fit.a == pytest.approx(a, rel=0.10)
@@ -96,13 +98,79 @@ def test_table6b_formula_differs_from_the_root_for_alpha_not_one():
     assert math.log2(root) == pytest.approx(9.65, abs=0.01)
 
 
-def test_duplicated_batch_sizes_keep_the_best_run():
+def test_duplicated_batch_sizes_keep_the_best_run_and_say_so():
     steps = 1300 + 2.8e6 / BATCH
     batch = np.concatenate([BATCH, BATCH[:4]])
     worse = np.concatenate([steps, steps[:4] * 1.5])
-    fit = fit_steps_curve(batch, worse)
+    with pytest.warns(CbsFitWarning, match="4 repeated batch size.*hyper-parameter variant"):
+        fit = fit_steps_curve(batch, worse)
     assert fit.steps == pytest.approx(tuple(steps))
     assert fit.a == pytest.approx(1300, rel=1e-6)
+
+
+def test_seeds_are_averaged_and_variants_minimised():
+    steps = 1300 + 2.8e6 / BATCH
+    # Two seeds at each size, 10% above and below the curve: their geometric mean is the curve.
+    batch = np.concatenate([BATCH, BATCH])
+    seeded = np.concatenate([steps * 1.1, steps / 1.1])
+    fit = fit_steps_curve(batch, seeded, seeds=[0] * BATCH.size + [1] * BATCH.size)
+    assert fit.steps == pytest.approx(tuple(steps))
+    assert fit.seeds_per_point == (2,) * BATCH.size
+    assert fit.noise_sigma == pytest.approx(math.log(1.1) * math.sqrt(18 / 16), rel=1e-6)
+    # A second variant 1.5x slower at every size loses whatever its seeds do.
+    batch4 = np.concatenate([batch, batch])
+    steps4 = np.concatenate([seeded, seeded * 1.5])
+    variants = ["lr1"] * batch.size + ["lr2"] * batch.size
+    seeds = list(np.repeat([0, 1], BATCH.size)) * 2
+    both = fit_steps_curve(batch4, steps4, seeds=seeds, variants=variants)
+    assert both.steps == pytest.approx(tuple(steps)) and both.n_runs == 4 * BATCH.size
+    with pytest.raises(CurveFitError, match="seed 0 appears twice at batch size 64"):
+        fit_steps_curve(batch, seeded, seeds=[0] * batch.size)
+
+
+def test_vectorised_fits_agree_with_the_scalar_fit():
+    rng = np.random.default_rng(0)
+    log_y = np.log(1300 + 2.8e6 / BATCH)[None, :] + rng.normal(0, 0.05, (20, BATCH.size))
+    for alpha in (1.0, None):
+        init = [math.log(1300), math.log(2.8e6)] + ([] if alpha else [0.0])
+        many = fit_inverse_power_many(np.log(BATCH), log_y, np.ones(BATCH.size), alpha, init)
+        for row, params in zip(log_y, many):
+            a, b, al, _ = fit_inverse_power(BATCH, np.exp(row), alpha)
+            assert math.exp(params[0]) == pytest.approx(a, rel=1e-4)
+            assert math.exp(params[1]) == pytest.approx(b, rel=1e-4)
+            if alpha is None:
+                assert math.exp(params[2]) == pytest.approx(al, rel=1e-4)
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_intervals_cover_at_their_nominal_rate(seeds):
+    # Synthetic runs of known B* at the demo's batch sizes; 240 replicates give a binomial
+    # standard error of 1.4 points at 95%, so 92-98% is a 2-sigma band around nominal.
+    batch = np.repeat([2.0, 4, 8, 16, 32, 64], seeds)
+    labels = np.tile(np.arange(seeds), 6)
+    a, b = 94.6, 6250.0
+    truth = critical_batch_size(a, b, 1.0, 8.0, 0.2)
+    rng = np.random.default_rng(11 + seeds)
+    hits = 0
+    for r in range(240):
+        steps = (a + b / batch) * np.exp(0.04 * rng.standard_normal(batch.size))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CbsFitWarning)
+            fit = fit_steps_curve(batch, steps, seeds=labels, b_opt=8, bootstrap=200, seed=r)
+        ci = fit.ci["critical_batch_size"]
+        hits += ci.low <= truth <= ci.high
+    assert 0.92 <= hits / 240 <= 0.98
+
+
+def test_censored_runs_check_the_fit():
+    steps = 1300 + 2.8e6 / BATCH
+    # Y(32768) = 1385: a run that stopped at 1000 steps is consistent with the fit ...
+    fit = fit_steps_curve(BATCH, steps, censored=[(32768, 1000)])
+    assert fit.censored == ((32768.0, 1000.0),) and fit.warnings == ()
+    with pytest.warns(
+        CbsFitWarning, match="censored run at B=32768 stopped short.*after 2000 steps"
+    ):
+        fit_steps_curve(BATCH, steps, censored=[(32768, 2000)])
 
 
 def test_bootstrap_intervals_cover_truth_and_are_seeded():
@@ -110,13 +178,15 @@ def test_bootstrap_intervals_cover_truth_and_are_seeded():
     a, b = 1300.0, 2.8e6
     batch = np.repeat(BATCH, 3)
     steps = (a + b / batch) * np.exp(rng.normal(0, 0.03, batch.size))
-    fit = fit_steps_curve(batch, steps, bootstrap=60, seed=7)
-    again = fit_steps_curve(batch, steps, bootstrap=60, seed=7)
-    other = fit_steps_curve(batch, steps, bootstrap=60, seed=8)
+    seeds = np.tile([0, 1, 2], BATCH.size)
+    fit = fit_steps_curve(batch, steps, seeds=seeds, bootstrap=60, seed=7)
+    again = fit_steps_curve(batch, steps, seeds=seeds, bootstrap=60, seed=7)
+    other = fit_steps_curve(batch, steps, seeds=seeds, bootstrap=60, seed=8)
+    by_seeds = fit_steps_curve(batch, steps, seeds=seeds, bootstrap=60, interval="seeds")
+    assert by_seeds.interval == "seeds" and "critical_batch_size" in by_seeds.ci
     assert set(fit.ci) == {"a", "b", "critical_batch_size"}
     ci = fit.ci["critical_batch_size"]
-    assert ci.low < fit.critical_batch_size < ci.high
-    assert ci.low < critical_batch_size(a, b) < ci.high
+    assert ci.low < fit.critical_batch_size < ci.high  # coverage: test_intervals_cover_at_...
     assert ci == again.ci["critical_batch_size"]
     assert ci != other.ci["critical_batch_size"]
 
@@ -192,7 +262,11 @@ def test_extrapolated_bstar_is_flagged():
 
 
 def test_no_fake_zero_width_interval_from_minimal_data():
-    batch = [32, 64, 128]
-    with pytest.warns(CbsFitWarning, match="no bootstrap intervals"):
-        fit = fit_steps_curve(batch, [128, 116, 105], b_opt=32, bootstrap=50)
+    # Three points and two parameters leave one degree of freedom: a wide interval, not none.
+    fit = fit_steps_curve([32, 64, 128], [128, 116, 105], b_opt=32, bootstrap=200)
+    ci = fit.ci["critical_batch_size"]
+    assert fit.noise_dof == 1 and ci.low < fit.critical_batch_size < ci.high
+    assert ci.high > 1.1 * ci.low
+    with pytest.warns(CbsFitWarning, match="interval='seeds' needs batch sizes with more than one"):
+        fit = fit_steps_curve([32, 64, 128], [128, 116, 105], bootstrap=50, interval="seeds")
     assert fit.ci == {}

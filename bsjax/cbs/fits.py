@@ -12,6 +12,19 @@ those at ``B_opt``:
 For ``alpha = 1`` this is ``B* = (1 + rho) * B_opt + rho * b / a`` (the paper's
 ``b / (5a) + 1.2 B_opt``); otherwise it is solved numerically.
 
+Runs: a batch size may hold several runs, each a seed of one hyper-parameter
+variant. Seeds of a variant are averaged (the mean of log steps, the scale
+the fit works on); variants are minimised (the paper keeps the best
+hyper-parameters at each batch size). Intervals come from a parametric
+bootstrap by default: the noise scale of log steps is estimated from the
+fit's residuals and the scatter between seeds together, with its own
+uncertainty (a scaled inverse chi-square draw per resample), so that 95%
+intervals cover at their nominal rate even with one run per batch size
+(``experiments/cbs/calibration.py`` measures it). ``interval="seeds"``
+resamples seeds within each batch size and variant instead; with 2-3 seeds
+it is too narrow (a resample of n values has (n-1)/n of their variance and
+no lack-of-fit term), which the same script shows.
+
 Note on the paper's Table 6 (b): its caption computes ``B*`` for a fitted
 alpha as ``((b + 5a * 1.2 * B_opt) / (5a)) ** (1 / alpha)``, which is not the
 root of the equation above unless alpha = 1. We solve the equation itself.
@@ -65,10 +78,15 @@ class StepsCurveFit:
     """Fitted ``Y(B) = a + b / B**alpha`` and the critical batch size it implies.
 
     ``residuals`` are ``log Y_measured - log Y_fitted`` at ``batch_sizes``
-    (one per distinct batch size, after keeping the best run of duplicates).
-    ``ci`` maps ``a``, ``b``, ``alpha`` (when fitted) and
-    ``critical_batch_size`` to bootstrap intervals; it is empty without
-    bootstrap.
+    (one per distinct batch size: the seed average of the best variant).
+    ``seeds_per_point`` counts the seeds behind each point and
+    ``noise_sigma`` is the estimated standard deviation of one run's log
+    steps (residuals and seed scatter together, ``noise_dof`` degrees of
+    freedom). ``ci`` maps ``a``, ``b``, ``alpha`` (when fitted) and
+    ``critical_batch_size`` to bootstrap intervals (``interval`` says which
+    kind); it is empty without bootstrap. ``censored`` holds ``(B, steps)``
+    of runs that stopped before the target after ``steps``: not in the fit,
+    a lower bound on Y(B) that the fit is checked against.
     """
 
     a: float
@@ -87,6 +105,11 @@ class StepsCurveFit:
     ci: dict[str, Interval] = dataclasses.field(default_factory=dict)
     n_bootstrap: int = 0
     warnings: tuple[str, ...] = ()
+    seeds_per_point: tuple[int, ...] = ()
+    noise_sigma: float = float("nan")
+    noise_dof: int = 0
+    interval: str = "parametric"
+    censored: tuple[tuple[float, float], ...] = ()
 
     def predict(self, batch_size) -> np.ndarray:
         """Fitted steps to target at ``batch_size`` (scalar or array)."""
@@ -115,8 +138,13 @@ class StepsCurveFit:
             "n_runs": self.n_runs,
             "batch_sizes": list(self.batch_sizes),
             "steps": list(self.steps),
+            "seeds_per_point": list(self.seeds_per_point),
+            "noise_sigma": self.noise_sigma,
+            "noise_dof": self.noise_dof,
             "ci": {k: v.to_dict() for k, v in self.ci.items()},
+            "interval": self.interval,
             "n_bootstrap": self.n_bootstrap,
+            "censored": [list(c) for c in self.censored],
             "warnings": list(self.warnings),
         }
 
@@ -172,6 +200,86 @@ def best_per_batch_size(batch_sizes, steps) -> tuple[np.ndarray, np.ndarray]:
     return uniq, best
 
 
+@dataclasses.dataclass(frozen=True)
+class RunGroups:
+    """Runs grouped by batch size and variant; the points the fit sees.
+
+    ``groups[k]`` lists, for the k-th batch size, one array of log steps per
+    variant (its seeds). ``log_steps[k]`` is the mean over the seeds of the
+    best variant (lowest mean), ``n_seeds[k]`` their number and
+    ``best_variant[k]`` its label.
+    """
+
+    batch_sizes: np.ndarray
+    log_steps: np.ndarray
+    n_seeds: np.ndarray
+    best_variant: tuple
+    groups: tuple[tuple[np.ndarray, ...], ...]
+
+    @property
+    def steps(self) -> np.ndarray:
+        return np.exp(self.log_steps)
+
+    def seed_scatter(self) -> tuple[float, int]:
+        """Sum of squared deviations of log steps from their seed mean, over the best variants, and its dof."""
+        ss, dof = 0.0, 0
+        for groups, variant in zip(self.groups, self._best_index()):
+            values = groups[variant]
+            ss += float(np.sum((values - values.mean()) ** 2))
+            dof += values.size - 1
+        return ss, dof
+
+    def _best_index(self) -> list[int]:
+        return [int(np.argmin([g.mean() for g in groups])) for groups in self.groups]
+
+
+def group_runs(batch_sizes, steps, seeds=None, variants=None) -> RunGroups:
+    """Validate runs and group them: seeds of a variant averaged, variants minimised.
+
+    ``seeds`` and ``variants`` are optional labels per run. Without either,
+    each run is its own variant (repeated batch sizes keep the fewest steps,
+    the old rule, right for a hyper-parameter sweep). With ``seeds`` and no
+    ``variants``, all runs at a batch size are seeds of one variant. With
+    ``variants`` and no ``seeds``, runs of the same variant and batch size are
+    taken as seeds. A (batch size, variant, seed) given twice is an error.
+    """
+    b_arr = _as_positive_array(batch_sizes, "batch_sizes")
+    y_arr = _as_positive_array(steps, "steps")
+    if b_arr.shape != y_arr.shape:
+        raise CurveFitError(
+            f"batch_sizes and steps must have the same length, got {b_arr.size} and {y_arr.size}"
+        )
+    n = b_arr.size
+    for name, labels in (("seeds", seeds), ("variants", variants)):
+        if labels is not None and len(labels) != n:
+            raise CurveFitError(f"{name} must have one label per run ({n}), got {len(labels)}")
+    if variants is None:
+        variants = list(range(n)) if seeds is None else [""] * n
+    if seeds is not None:
+        seen = set()
+        for b, v, sd in zip(b_arr, variants, seeds):
+            if (b, v, sd) in seen:
+                raise CurveFitError(
+                    f"seed {sd!r} appears twice at batch size {_fmt(b)}"
+                    + (f" (variant {v!r})" if v != "" else "")
+                    + ": each (batch size, variant, seed) is one run"
+                )
+            seen.add((b, v, sd))
+    uniq = np.unique(b_arr)
+    log_y = np.log(y_arr)
+    all_groups, means, counts, best = [], [], [], []
+    for b in uniq:
+        at = np.flatnonzero(b_arr == b)
+        labels = list(dict.fromkeys(variants[i] for i in at))
+        groups = tuple(np.array([log_y[i] for i in at if variants[i] == v]) for v in labels)
+        k = int(np.argmin([g.mean() for g in groups]))
+        all_groups.append(groups)
+        means.append(groups[k].mean())
+        counts.append(groups[k].size)
+        best.append(labels[k])
+    return RunGroups(uniq, np.array(means), np.array(counts), tuple(best), tuple(all_groups))
+
+
 def check_monotone(batch_sizes, steps, tolerance: float = DEFAULT_MONOTONE_TOLERANCE) -> list[str]:
     """Messages for each batch size whose steps exceed the best smaller batch by > tolerance.
 
@@ -217,20 +325,24 @@ def _initial_guess(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, f
     return float(a0), float(b0)
 
 
-def fit_inverse_power(x, y, alpha: float | None = 1.0, *, init: Sequence[float] | None = None):
+def fit_inverse_power(
+    x, y, alpha: float | None = 1.0, *, init: Sequence[float] | None = None, weights=None
+):
     """Least squares of ``log y = log(a + b / x**alpha)`` with a, b (and alpha) > 0.
 
     ``alpha=None`` fits alpha too. Returns ``(a, b, alpha, residuals_log)``
     where residuals are ``log y - log fitted``. ``init`` is an optional
     starting ``(a, b[, alpha])``, used as the only start; without it the fit
     starts from a linear fit of y on x**-alpha (for a few alphas when fitted).
+    ``weights`` (e.g. seeds per point) weigh the squared log residuals.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     log_x, log_y = np.log(x), np.log(y)
+    sqrt_w = np.ones_like(x) if weights is None else np.sqrt(np.asarray(weights, dtype=float))
 
     def residual(params):
-        return _log_model(params, log_x, alpha) - log_y
+        return (_log_model(params, log_x, alpha) - log_y) * sqrt_w
 
     def jacobian(params):
         # d/du, d/dv of log(e^u + e^(v - alpha log x)) are the two terms' shares.
@@ -240,7 +352,7 @@ def fit_inverse_power(x, y, alpha: float | None = 1.0, *, init: Sequence[float] 
         cols = [1.0 - share_b, share_b]
         if alpha is None:
             cols.append(-alpha_now * log_x * share_b)  # chain rule through alpha = exp(p)
-        return np.stack(cols, axis=1)
+        return np.stack(cols, axis=1) * sqrt_w[:, None]
 
     starts = []
     if init is not None:
@@ -276,7 +388,57 @@ def fit_inverse_power(x, y, alpha: float | None = 1.0, *, init: Sequence[float] 
     params = best.x
     a_fit, b_fit = math.exp(params[0]), math.exp(params[1])
     alpha_fit = alpha if alpha is not None else math.exp(params[2])
-    return a_fit, b_fit, alpha_fit, -best.fun
+    return a_fit, b_fit, alpha_fit, -best.fun / sqrt_w
+
+
+def fit_inverse_power_many(log_x, log_y, weights, alpha: float | None, init) -> np.ndarray:
+    """Vectorised Levenberg-Marquardt of many data sets at once (the bootstrap's fits).
+
+    ``log_y`` is ``(R, K)``: R data sets at the K batch sizes ``exp(log_x)``.
+    ``init`` holds the starting ``(log a, log b[, log alpha])`` (shape ``(P,)``
+    or ``(R, P)``). Returns ``(R, P)`` parameters in the same log form; the
+    same least-squares problem as :func:`fit_inverse_power`, solved for all R
+    data sets together (the full-data optimum is a close start for each).
+    """
+    log_x = np.asarray(log_x, dtype=float)[None, :]
+    log_y = np.asarray(log_y, dtype=float)
+    sqrt_w = np.sqrt(np.asarray(weights, dtype=float))[None, :]
+    n_sets = log_y.shape[0]
+    params = np.array(np.broadcast_to(np.asarray(init, dtype=float), (n_sets, len(init))))
+    n_params = params.shape[1]
+
+    def residual_and_jacobian(p):
+        alpha_now = alpha if alpha is not None else np.exp(p[:, 2:3])
+        shifted = p[:, 1:2] - alpha_now * log_x
+        model = np.logaddexp(p[:, 0:1], shifted)
+        share_b = np.exp(shifted - model)
+        cols = [1.0 - share_b, share_b]
+        if alpha is None:
+            cols.append(-alpha_now * log_x * share_b)
+        jac = np.stack(cols, axis=2) * sqrt_w[:, :, None]
+        return (model - log_y) * sqrt_w, jac
+
+    r, jac = residual_and_jacobian(params)
+    cost = np.sum(r**2, axis=1)
+    damping = np.full(n_sets, 1e-3)
+    eye = np.eye(n_params)[None]
+    for _ in range(200):
+        grad = np.einsum("rkp,rk->rp", jac, r)
+        hess = np.einsum("rkp,rkq->rpq", jac, jac)
+        scaled = hess + damping[:, None, None] * (hess * eye + 1e-12 * eye)
+        step = -np.linalg.solve(scaled, grad[:, :, None])[:, :, 0]
+        trial = params + step
+        r_new, jac_new = residual_and_jacobian(trial)
+        cost_new = np.sum(r_new**2, axis=1)
+        better = cost_new <= cost
+        params = np.where(better[:, None], trial, params)
+        r = np.where(better[:, None], r_new, r)
+        jac = np.where(better[:, None, None], jac_new, jac)
+        cost = np.where(better, cost_new, cost)
+        damping = np.where(better, damping / 3.0, damping * 4.0)
+        if np.all(np.abs(step) < 1e-10) or np.all(damping > 1e12):
+            break
+    return params
 
 
 # --------------------------------------------------------------------------
@@ -325,33 +487,51 @@ def critical_batch_size(
 # The public fit
 
 
+INTERVALS = ("parametric", "seeds")
+
+
 def fit_steps_curve(
     batch_sizes: Iterable[float],
     steps: Iterable[float],
     *,
+    seeds: Sequence | None = None,
+    variants: Sequence | None = None,
     alpha: float | str | None = 1.0,
     b_opt: float = DEFAULT_B_OPT,
     overhead: float = DEFAULT_OVERHEAD,
     bootstrap: int = 0,
     seed: int = 0,
     ci_level: float = 0.95,
+    interval: str = "parametric",
+    censored: Iterable[tuple[float, float]] = (),
     monotone_tolerance: float = DEFAULT_MONOTONE_TOLERANCE,
     on_non_monotone: str = "warn",
 ) -> StepsCurveFit:
     """Fit ``log Y = log(a + b / B**alpha)`` to steps-to-target and derive ``B*``.
 
     Args:
-      batch_sizes, steps: one entry per run; repeated batch sizes keep the run
-        with the fewest steps (the best of a hyper-parameter sweep).
+      batch_sizes, steps: one entry per run.
+      seeds, variants: optional labels per run (see :func:`group_runs`):
+        seeds of a variant are averaged in log steps, variants (hyper-parameter
+        settings) are minimised. Without either, repeated batch sizes keep the
+        run with the fewest steps and a warning says so.
       alpha: a positive number to hold alpha fixed (1 by default, as in the
         paper), or ``"fit"`` / ``None`` to fit it.
       b_opt: batch size in the linear-scaling regime that ``B*`` is measured
         from (256 in the paper).
       overhead: ``rho``, the tolerated extra examples over linear scaling.
-      bootstrap: number of bootstrap resamples for percentile intervals
-        (0: none). Resampling draws runs with replacement, then keeps the best
-        run per batch size, so it covers both seeds/hparams and batch sizes.
+      bootstrap: number of bootstrap resamples for percentile intervals (0: none).
       seed: seed of the bootstrap resampling.
+      interval: ``"parametric"`` (default): each resample redraws every
+        point's seed mean as the fitted curve times log-normal noise whose
+        scale is estimated from the residuals and the seed scatter (and
+        itself redrawn from its chi-square distribution); calibrated with any
+        number of seeds. ``"seeds"``: resample seeds within each batch size
+        and variant, then minimise over variants (needs >= 2 seeds somewhere;
+        too narrow with few seeds).
+      censored: ``(batch_size, steps)`` of runs that stopped before the
+        target; they are not fitted, and a fit predicting fewer steps than
+        such a run took without reaching the target is flagged.
       on_non_monotone: ``"warn"`` (fit anyway, warn and record it) or
         ``"raise"`` (:class:`NonMonotoneCurveError`) when steps rise with batch
         size by more than ``monotone_tolerance``.
@@ -365,11 +545,13 @@ def fit_steps_curve(
         raise CurveFitError(f"on_non_monotone must be 'warn' or 'raise', got {on_non_monotone!r}")
     if not (0 < ci_level < 1):
         raise CurveFitError(f"ci_level must be in (0, 1), got {ci_level}")
-    if bootstrap < 0:
-        raise CurveFitError(f"bootstrap must be >= 0 resamples, got {bootstrap}")
-    raw_b = _as_positive_array(batch_sizes, "batch_sizes")
-    raw_y = _as_positive_array(steps, "steps")
-    b_arr, y_arr = best_per_batch_size(raw_b, raw_y)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise CurveFitError(f"bootstrap must be an int >= 0 resamples, got {bootstrap!r}")
+    if interval not in INTERVALS:
+        raise CurveFitError(f"interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
+    runs = group_runs(batch_sizes, steps, seeds, variants)
+    b_arr, y_arr, n_seeds = runs.batch_sizes, runs.steps, runs.n_seeds
+    n_runs = int(sum(g.size for groups in runs.groups for g in groups))
     min_points = 3 if alpha_fixed is not None else 4
     if b_arr.size < min_points:
         what = "alpha fixed" if alpha_fixed is not None else "alpha fitted"
@@ -377,10 +559,16 @@ def fit_steps_curve(
             f"need at least {min_points} distinct batch sizes to fit Y(B) with {what}, got {b_arr.size} "
             f"({b_arr.tolist()})"
         )
+    censored = tuple((float(b), float(y)) for b, y in censored)
     # Validate b_opt/overhead before the work.
     critical_batch_size(1.0, 1.0, 1.0, b_opt, overhead)
 
     notes: list[str] = []
+    if seeds is None and variants is None and n_runs > b_arr.size:
+        notes.append(
+            f"{n_runs - b_arr.size} repeated batch size(s) without seed or variant labels: each run is "
+            "taken as a hyper-parameter variant and the fewest steps kept; label seeds to average them"
+        )
     problems = check_monotone(b_arr, y_arr, monotone_tolerance)
     if problems:
         msg = (
@@ -392,29 +580,50 @@ def fit_steps_curve(
             raise NonMonotoneCurveError(msg)
         notes.append(msg)
 
-    a_fit, b_fit, alpha_fit, resid = fit_inverse_power(b_arr, y_arr, alpha_fixed)
+    a_fit, b_fit, alpha_fit, resid = fit_inverse_power(b_arr, y_arr, alpha_fixed, weights=n_seeds)
     b_star = critical_batch_size(a_fit, b_fit, alpha_fit, b_opt, overhead)
     notes.extend(_range_notes(b_arr, b_star, b_opt))
+    for b_c, y_c in censored:
+        predicted = a_fit + b_fit / b_c**alpha_fit
+        if predicted < y_c:
+            notes.append(
+                f"censored run at B={_fmt(b_c)} stopped short of the target after {_fmt(y_c)} steps, but the "
+                f"fit predicts {_fmt(predicted)}: the fit underestimates the steps there"
+            )
 
+    n_params = 2 if alpha_fixed is not None else 3
+    scatter_ss, scatter_dof = runs.seed_scatter()
+    dof = int(n_seeds.sum()) - n_params
+    sigma = (
+        math.sqrt((float(np.sum(n_seeds * resid**2)) + scatter_ss) / dof) if dof > 0 else math.nan
+    )
     ci: dict[str, Interval] = {}
-    if bootstrap and b_arr.size == min_points:
-        # Resamples must keep min_points distinct sizes, so each usable one is the
-        # full data set again: a zero-width interval that would look like certainty.
+    if bootstrap and interval == "parametric" and dof < 1:
         notes.append(
-            f"no bootstrap intervals: they need more than {min_points} distinct batch sizes, got {b_arr.size}"
+            f"no bootstrap intervals: {int(n_seeds.sum())} runs leave no degree of freedom for the noise "
+            f"scale after fitting {n_params} parameters"
+        )
+    elif (
+        bootstrap
+        and interval == "seeds"
+        and not any(g.size > 1 for groups in runs.groups for g in groups)
+    ):
+        notes.append(
+            "no bootstrap intervals: interval='seeds' needs batch sizes with more than one seed"
         )
     elif bootstrap:
-        samples = _bootstrap(
-            raw_b,
-            raw_y,
-            alpha_fixed,
-            b_opt,
-            overhead,
-            bootstrap,
-            seed,
-            min_points,
-            (a_fit, b_fit, alpha_fit),
+        rng = np.random.default_rng(seed)
+        init = [math.log(a_fit), math.log(b_fit)] + (
+            [] if alpha_fixed is not None else [math.log(alpha_fit)]
         )
+        if interval == "parametric":
+            log_y = _parametric_resamples(
+                np.log(a_fit + b_fit / b_arr**alpha_fit), n_seeds, sigma, dof, bootstrap, rng
+            )
+        else:
+            log_y = _seed_resamples(runs, bootstrap, rng)
+        params = fit_inverse_power_many(np.log(b_arr), log_y, n_seeds, alpha_fixed, init)
+        samples = _bootstrap_table(params, alpha_fixed, b_opt, overhead)
         ci = _percentile_intervals(samples, ci_level, include_alpha=alpha_fixed is None)
 
     for note in notes:
@@ -430,13 +639,58 @@ def fit_steps_curve(
         log2=float(math.log2(b_star)) if math.isfinite(b_star) else math.inf,
         residuals=tuple(float(r) for r in resid),
         n_points=int(b_arr.size),
-        n_runs=int(raw_b.size),
+        n_runs=n_runs,
         batch_sizes=tuple(float(v) for v in b_arr),
         steps=tuple(float(v) for v in y_arr),
         ci=ci,
         n_bootstrap=int(bootstrap) if ci else 0,
         warnings=tuple(notes),
+        seeds_per_point=tuple(int(n) for n in n_seeds),
+        noise_sigma=float(sigma),
+        noise_dof=max(dof, 0),
+        interval=interval,
+        censored=censored,
     )
+
+
+def _parametric_resamples(log_fitted, n_seeds, sigma, dof, n, rng) -> np.ndarray:
+    """``(n, K)`` seed means: the fit times log-normal noise of a redrawn scale.
+
+    The scale is drawn as ``sigma * sqrt(dof / chi2(dof))`` per resample, so
+    the intervals widen as a t-distribution does when few runs estimate it.
+    """
+    sigma_r = sigma * np.sqrt(dof / rng.chisquare(dof, size=n))
+    noise = rng.standard_normal((n, log_fitted.size)) / np.sqrt(n_seeds)[None, :]
+    return log_fitted[None, :] + sigma_r[:, None] * noise
+
+
+def _seed_resamples(runs: RunGroups, n, rng) -> np.ndarray:
+    """``(n, K)``: per batch size, resample each variant's seeds, average, keep the best variant."""
+    cols = []
+    for groups in runs.groups:
+        means = [
+            g[rng.integers(0, g.size, size=(n, g.size))].mean(axis=1)
+            if g.size > 1
+            else np.full(n, g[0])
+            for g in groups
+        ]
+        cols.append(np.min(np.stack(means, axis=1), axis=1))
+    return np.stack(cols, axis=1)
+
+
+def _bootstrap_table(params, alpha_fixed, b_opt, overhead) -> np.ndarray:
+    """``(R, 4)`` rows of ``(a, b, alpha, B*)`` from the bootstrap's log parameters."""
+    a_s, b_s = np.exp(params[:, 0]), np.exp(params[:, 1])
+    al_s = np.full_like(a_s, alpha_fixed) if alpha_fixed is not None else np.exp(params[:, 2])
+    if alpha_fixed == 1.0:
+        with np.errstate(divide="ignore", over="ignore"):  # a -> 0: B* = inf, kept as such
+            b_star = (1.0 + overhead) * b_opt + overhead * b_s / a_s
+    else:
+        with np.errstate(all="ignore"):  # a resample's wild alpha may overflow: B* = inf
+            b_star = np.array(
+                [critical_batch_size(a, b, al, b_opt, overhead) for a, b, al in zip(a_s, b_s, al_s)]
+            )
+    return np.stack([a_s, b_s, al_s, b_star], axis=1)
 
 
 def _parse_alpha(alpha) -> float | None:
@@ -466,26 +720,6 @@ def _range_notes(b_arr: np.ndarray, b_star: float, b_opt: float) -> list[str]:
     return notes
 
 
-def _bootstrap(raw_b, raw_y, alpha_fixed, b_opt, overhead, n, seed, min_points, init):
-    rng = np.random.default_rng(seed)
-    rows = []
-    attempts = 0
-    while len(rows) < n and attempts < 20 * n:
-        attempts += 1
-        idx = rng.integers(0, raw_b.size, size=raw_b.size)
-        b_s, y_s = best_per_batch_size(raw_b[idx], raw_y[idx])
-        if b_s.size < min_points:
-            continue
-        a_s, bb_s, al_s, _ = fit_inverse_power(b_s, y_s, alpha_fixed, init=init)
-        rows.append((a_s, bb_s, al_s, critical_batch_size(a_s, bb_s, al_s, b_opt, overhead)))
-    if len(rows) < max(10, n // 2):
-        raise CurveFitError(
-            f"bootstrap drew only {len(rows)} usable resamples of {n}: too few distinct batch sizes "
-            f"({np.unique(raw_b).size}) for the requested fit"
-        )
-    return np.array(rows)
-
-
 def _percentile_intervals(
     samples: np.ndarray, level: float, include_alpha: bool
 ) -> dict[str, Interval]:
@@ -496,7 +730,9 @@ def _percentile_intervals(
         if name == "alpha" and not include_alpha:
             continue
         col = samples[:, i]
+        with np.errstate(invalid="ignore"):  # inf - inf between two infinite samples
+            low, high = (float(np.percentile(col, q)) for q in (lo_q, hi_q))
         out[name] = Interval(
-            float(np.percentile(col, lo_q)), float(np.percentile(col, hi_q)), level
+            math.inf if math.isnan(low) else low, math.inf if math.isnan(high) else high, level
         )
     return out
