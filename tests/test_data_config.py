@@ -30,7 +30,7 @@ def test_defaults_are_valid():
     [
         (
             dict(source="s3"),
-            "data.source: unknown source 's3'; use one of embedded, text_folder, tfds",
+            "data.source: unknown source 's3'; use one of embedded, text_folder, files, tfds",
         ),
         (dict(source="tfds", name=""), 'data.name: source="tfds" needs a TFDS name'),
         (dict(source="text_folder", path=""), 'data.path: source="text_folder" needs a folder'),

@@ -1,4 +1,4 @@
-"""The embedded corpus (the interpreter's stdlib) builds, packs exactly, is reused, and reports its identity."""
+"""The embedded corpus (the interpreter's stdlib) tokenizes, packs exactly, is reused, and reports its identity."""
 
 import hashlib
 import json
@@ -74,12 +74,15 @@ def test_embedded_corpus_builds_packs_and_is_reused(tmp_path):
     assert json.loads(json.dumps(corpus.identity)) == corpus.identity  # goes into config.json
     assert corpus.validation.validation_batches(4, 8).shape == (4, 8, 513)
 
-    # Second load reuses both the TFDS data set and the packed cache.
-    cache_file = Path(corpus.identity["splits"]["train"]["cache_file"])
-    mtime = cache_file.stat().st_mtime_ns
+    # Second load reuses the token cache (one folder per split, its manifest untouched);
+    # the file path never builds a TFDS data set.
+    cache_dir = Path(corpus.identity["splits"]["train"]["cache_file"])
+    mtime = (cache_dir / "manifest.json").stat().st_mtime_ns
     again = load(cfg, ctx_len=512)
-    assert again.identity == corpus.identity and cache_file.stat().st_mtime_ns == mtime
-    assert len(list((tmp_path / "tfds" / "bsjax_stdlib").iterdir())) == 1
+    assert again.identity == corpus.identity
+    assert (cache_dir / "manifest.json").stat().st_mtime_ns == mtime
+    assert len(list((tmp_path / "packed" / "tokens").iterdir())) == 2
+    assert not (tmp_path / "tfds").exists()
     # A different split fraction is a different data set, not a silent reuse.
     cfg.validation_fraction = 0.1
     other = load(cfg, ctx_len=512)

@@ -1,11 +1,13 @@
 """Corpus sources: where documents come from, in a fixed order, plus identity.
 
 `open_source(data_cfg, data_dir)` returns a `DocumentSource` for the configured
-source. Local sources (embedded, text_folder) know their identity from the
-files alone and build their TFDS data set only when documents are first asked
-for, so a run whose packed tokens are cached never touches TFDS. A registered
-TFDS data set is read through `tfds.data_source` when its files are
-ArrayRecord (random access) and through `tfds.load` otherwise.
+source. File sources (embedded, text_folder, files) know their identity from
+the files alone and are tokenized straight from the files, in parallel shards
+and without TensorFlow (`token_cache`); the TFDS data sets of the embedded
+corpus and of text folders are still built, on demand, by `LocalSource.builder`.
+A registered TFDS data set (source="tfds", needs `pip install bsjax[tfds]`) is
+read through `tfds.data_source` when its files are ArrayRecord (random access)
+and through `tfds.load` otherwise.
 """
 
 from __future__ import annotations
@@ -50,13 +52,42 @@ class DocumentSource:
         raise NotImplementedError
 
 
-class LocalSource(DocumentSource):
-    """The embedded corpus or a text folder, built as a TFDS data set on first read."""
+class FileSource(DocumentSource):
+    """Documents read straight from files: `plan` (files per split) and each file's size."""
 
-    def __init__(self, builder_name: str, plan, data_dir: Path):
-        self._builder_name = builder_name
+    def __init__(self, plan, sizes: dict[str, int] | None = None):
         self.plan = plan
         self.identity = dict(plan.identity)
+        if sizes is None:
+            root = Path(plan.root)
+            sizes = {rel: (root / rel).stat().st_size for _, rel in plan.files}
+        self.sizes = sizes
+
+    def texts(self, split: str) -> Iterator[str]:
+        from bsjax.data.documents import ReadStats, file_texts
+
+        stats = ReadStats()
+        for file_split, rel in self.plan.files:
+            yield from file_texts(
+                self.plan.root,
+                file_split,
+                rel,
+                split,
+                self.plan.text_field,
+                self.plan.validation_fraction,
+                stats,
+            )
+
+
+class LocalSource(FileSource):
+    """The embedded corpus or a text folder; `builder` makes the same documents a TFDS data set.
+
+    The identity names that TFDS data set (`tfds_name`), whether or not it was built.
+    """
+
+    def __init__(self, builder_name: str, plan, data_dir: Path):
+        super().__init__(plan)
+        self._builder_name = builder_name
         self.identity["tfds_name"] = f"{builder_name}/{plan.config_name}"
         self._data_dir = Path(data_dir)
         self._builder = None
@@ -76,7 +107,8 @@ class LocalSource(DocumentSource):
             )
         return self._builder
 
-    def texts(self, split: str) -> Iterator[str]:
+    def tfds_texts(self, split: str) -> Iterator[str]:
+        """The split's documents read back from the TFDS data set (built the first time)."""
         builder = self.builder
         try:
             source = builder.as_data_source(split=split)
@@ -96,7 +128,14 @@ class TfdsSource(DocumentSource):
     """A registered TFDS data set by name, e.g. "c4/en" (prepared on first use)."""
 
     def __init__(self, name: str, data_dir: Path, text_field: str):
-        tfds = import_tfds()
+        try:
+            tfds = import_tfds()
+        except ImportError as err:
+            raise DataError(
+                f'source: source="tfds" (data set {name!r}) needs TensorFlow Datasets, which is '
+                f"not installed ({err}); install it with `pip install 'bsjax[tfds]'`, or read "
+                'the data set\'s files with source="files"'
+            ) from err
         self._tfds = tfds
         self.name, self.text_field, self._data_dir = name, text_field, Path(data_dir)
         try:
@@ -164,6 +203,17 @@ def open_source(data_cfg, data_dir: Path) -> DocumentSource:
     if data_cfg.source == "text_folder":
         plan = plan_text_folder(data_cfg.path, data_cfg.validation_fraction, data_cfg.text_field)
         return LocalSource("bsjax_text_folder", plan, data_dir)
+    if data_cfg.source == "files":
+        from bsjax.data.file_sets import plan_files
+
+        plan, sizes = plan_files(
+            data_cfg.path,
+            data_cfg.validation_fraction,
+            data_cfg.text_field,
+            data_cfg.train_split,
+            data_cfg.validation_split,
+        )
+        return FileSource(plan, sizes)
     if data_cfg.source == "tfds":
         return TfdsSource(data_cfg.name, data_dir, data_cfg.text_field)
     raise DataError(f"source: unknown source {data_cfg.source!r}")

@@ -68,6 +68,10 @@ class ByteTokenizer:
         """The UTF-8 bytes of `text` as int32 ids."""
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
 
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """`encode` of each text (uint8 ids: every byte id fits)."""
+        return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
+
     def decode(self, ids) -> str:
         """Inverse of `encode` (EOS and invalid bytes are dropped/replaced)."""
         ids_N = np.asarray(ids)
@@ -103,6 +107,10 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._sp.encode(text, out_type=int), dtype=np.int32)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """`encode` of each text, in one call."""
+        return [np.asarray(ids, dtype=np.int32) for ids in self._sp.encode(texts, out_type=int)]
 
     def decode(self, ids) -> str:
         return self._sp.decode([int(i) for i in ids])
@@ -153,6 +161,11 @@ class HFJsonTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """`encode` of each text, in one call (the same ids as one by one)."""
+        encoded = self._tok.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int32) for e in encoded]
 
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
