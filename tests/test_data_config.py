@@ -105,3 +105,24 @@ def test_dir_resolution_order(monkeypatch, tmp_path):
     assert resolve_data_dir(cfg) == tmp_path / "env"
     cfg.data_dir = str(tmp_path / "key")
     assert resolve_data_dir(cfg) == tmp_path / "key"  # the config key wins over the env
+
+
+def test_a_dataclass_with_the_same_fields_validates_like_the_config_dict():
+    import dataclasses
+
+    fields = [(key, type(value), value) for key, value in default_data_config().items()]
+    DataConfig = dataclasses.make_dataclass("DataConfig", fields)
+    assert validate_data_config(DataConfig(**default_data_config())) == []
+    bad = DataConfig(**{**default_data_config(), "workers": -2, "source": "files", "path": ""})
+    assert validate_data_config(bad) == [
+        'data.path: source="files" needs a folder or URL of .txt, .jsonl, .jsonl.gz, .json.gz '
+        "or .parquet files",
+        "data.workers: must be an integer >= 0 (0 = one per CPU), got -2",
+    ]
+
+
+def test_file_sources_name_their_two_splits():
+    problems = validate_data_config(_cfg(train_split="train[:10%]"))
+    assert problems == [
+        "data.train_split: source=\"embedded\" has the splits train and validation, got 'train[:10%]'"
+    ]

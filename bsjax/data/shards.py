@@ -45,9 +45,13 @@ def plan_shards(
     files: tuple[tuple[str, str], ...],
     sizes: dict[str, int],
     split: str,
-    target_bytes: int = SHARD_TARGET_BYTES,
+    target_bytes: int | None = None,
 ) -> list[ShardSpec]:
-    """Group the files that can hold documents of `split` into shards, in plan order."""
+    """Group the files that can hold documents of `split` into shards, in plan order.
+
+    `target_bytes` defaults to `SHARD_TARGET_BYTES`.
+    """
+    target_bytes = target_bytes or SHARD_TARGET_BYTES
     specs: list[ShardSpec] = []
     group: list[tuple[str, str]] = []
     group_bytes = 0
