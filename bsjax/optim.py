@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bsjax.sections import Section, at_least, in_unit_interval, one_of, option, positive
+
 SCHEDULES = ("constant", "cosine", "wsd")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 
@@ -129,38 +131,48 @@ def ewa_update(ewa, params, tau: jax.Array):
     return jax.tree.map(lambda e, p: (tau * e + (1.0 - tau) * p).astype(e.dtype), ewa, params)
 
 
-def validate_optim_config(ocfg) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class OptimSection(Section):
+    """The ``optim`` section. Defaults: Zhang et al. Table 3 (beta1 0.95, LR 3.16e-3, no
+    weight decay, clip 1.0)."""
+
+    lr: float = option(3.16e-3, "peak learning rate")
+    b1: float = option(0.95, "Adam beta1, in [0, 1)")
+    b2: float = option(0.99, "Adam beta2 at the base batch size, in [0, 1)")
+    eps: float = option(1e-8, "Adam epsilon")
+    weight_decay: float = option(0.0, "decoupled weight decay on matrices")
+    clip_norm: float = option(1.0, "global-norm gradient clipping (0: off)")
+    schedule: str = option("constant", "LR schedule after warmup: " + " | ".join(SCHEDULES))
+    warmup_tokens: int = option(0, "linear LR warmup length in tokens")
+    total_tokens: int = option(0, "length that cosine and wsd decay over, in tokens")
+    decay_fraction: float = option(0.2, "wsd: share of total_tokens spent decaying")
+    decay_shape: str = option("linear", "wsd decay shape: " + " | ".join(DECAY_SHAPES))
+    final_lr_fraction: float = option(0.0, "LR at the end of the decay, as a fraction of the peak")
+    ewa_tau: float = option(0.99, "EWA decay of the parameters per step at the base batch (0: off)")
+
+    def check(self, path: str = "optim") -> list[str]:
+        return validate_optim_config(self, path)
+
+
+def validate_optim_config(ocfg, path: str = "optim") -> list[str]:
     """One message per bad optimizer key, before anything is compiled."""
-    errors = []
-    if not ocfg.lr > 0:
-        errors.append(f"optim.lr={ocfg.lr} must be positive (e.g. 3.16e-3)")
+    problems = positive(f"{path}.lr", ocfg.lr, "3.16e-3") + positive(f"{path}.eps", ocfg.eps)
     for key in ("b1", "b2"):
-        if not 0 <= getattr(ocfg, key) < 1:
-            errors.append(f"optim.{key}={getattr(ocfg, key)} must lie in [0, 1)")
-    if not 0 <= ocfg.ewa_tau < 1:
-        errors.append(f"optim.ewa_tau={ocfg.ewa_tau} must lie in [0, 1) (0 turns the average off)")
-    if ocfg.eps <= 0:
-        errors.append(f"optim.eps={ocfg.eps} must be positive")
-    if ocfg.weight_decay < 0:
-        errors.append(f"optim.weight_decay={ocfg.weight_decay} must be >= 0")
-    if ocfg.clip_norm < 0:
-        errors.append(f"optim.clip_norm={ocfg.clip_norm} must be >= 0 (0 disables clipping)")
-    if ocfg.warmup_tokens < 0:
-        errors.append(f"optim.warmup_tokens={ocfg.warmup_tokens} must be >= 0")
-    if ocfg.schedule not in SCHEDULES:
-        errors.append(f"optim.schedule={ocfg.schedule!r} is unknown; choose one of {SCHEDULES}")
-    elif ocfg.schedule != "constant":
+        problems += in_unit_interval(f"{path}.{key}", ocfg[key])
+    problems += in_unit_interval(f"{path}.ewa_tau", ocfg.ewa_tau, note=" (0 turns the average off)")
+    problems += at_least(f"{path}.weight_decay", ocfg.weight_decay, 0)
+    problems += at_least(f"{path}.clip_norm", ocfg.clip_norm, 0, " (0 disables clipping)")
+    problems += at_least(f"{path}.warmup_tokens", ocfg.warmup_tokens, 0)
+    schedule_problems = one_of(f"{path}.schedule", ocfg.schedule, SCHEDULES)
+    problems += schedule_problems
+    if not schedule_problems and ocfg.schedule != "constant":
         if ocfg.total_tokens <= ocfg.warmup_tokens:
-            errors.append(
-                f"optim.total_tokens={ocfg.total_tokens} must exceed optim.warmup_tokens="
+            problems.append(
+                f"{path}.total_tokens={ocfg.total_tokens} must exceed {path}.warmup_tokens="
                 f"{ocfg.warmup_tokens} for the {ocfg.schedule} schedule"
             )
         if ocfg.schedule == "wsd" and not 0 < ocfg.decay_fraction <= 1:
-            errors.append(f"optim.decay_fraction={ocfg.decay_fraction} must lie in (0, 1]")
-    if ocfg.decay_shape not in DECAY_SHAPES:
-        errors.append(
-            f"optim.decay_shape={ocfg.decay_shape!r} is unknown; choose one of {DECAY_SHAPES}"
-        )
-    if not 0 <= ocfg.final_lr_fraction <= 1:
-        errors.append(f"optim.final_lr_fraction={ocfg.final_lr_fraction} must lie in [0, 1]")
-    return errors
+            problems.append(f"{path}.decay_fraction: must lie in (0, 1], got {ocfg.decay_fraction}")
+    problems += one_of(f"{path}.decay_shape", ocfg.decay_shape, DECAY_SHAPES)
+    problems += in_unit_interval(f"{path}.final_lr_fraction", ocfg.final_lr_fraction, closed=True)
+    return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,53 +14,57 @@ from bsjax.batching.coupling import Coupling, DecayRule
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.plan import BatchPlan
 from bsjax.batching.policies.config import (
-    default_policy_config,
+    PolicySection,
     policy_from_config,
     validate_policy_config,
 )
 from bsjax.batching.schedules import schedule_from_config
+from bsjax.sections import Section, option, section_to_dict, subsection
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSection(Section):
+    """The ``batch`` section: the global batch size over the run and what moves with it.
+
+    Token counts are strings with optional K/M/B/T suffixes ("2M", "1.5B").
+    Validation needs the context length, the data shards and the optimizer's
+    bases, so it lives in ``validate_batch_config`` / ``plan_from_config``.
+    """
+
+    schedule: str = option("constant", "fixed schedule: constant | table | ramp | doubling")
+    batch_size: int = option(
+        64, "global batch in sequences (constant size; start of ramp/doubling)"
+    )
+    table: str = option("", "schedule 'table': token key : batch size, e.g. '0:64 2M:128'")
+    ramp_increment: int = option(0, "schedule 'ramp': sequences added per increment")
+    ramp_tokens: str = option("0", "schedule 'ramp': tokens over which the ramp reaches ramp_end")
+    ramp_end: int = option(0, "schedule 'ramp': final batch size")
+    doubling_tokens: str = option(
+        "", "schedule 'doubling': token counts at which B doubles, e.g. '1M 4M'"
+    )
+    micro_batch_per_device: int = option(16, "most sequences one device holds per micro-step")
+    max_accum_steps: int = option(0, "most micro-steps per optimizer step (0: no limit)")
+    lr_scaling: str = option(
+        "none", "LR scaling with B relative to base_batch_size: none | sqrt | linear"
+    )
+    base_batch_size: int = option(
+        0, "batch size at which the optimizer's LR/beta2/tau hold (0: the first)"
+    )
+    beta2_rule: str = option(
+        "fixed", "Adam beta2 with B: fixed | table | half_life | table:<85M|151M|302M|604M|1.2B>"
+    )
+    beta2_table: str = option("", "beta2 table 'B:value ...' or a paper Table 4 preset name")
+    tau_rule: str = option("fixed", "EWA tau with B: fixed | table | half_life | table:<preset>")
+    tau_table: str = option("", "tau table 'B:value ...' or a paper Table 4 preset name")
+    off_bucket: str = option(
+        "round", "a policy's size without a bucket: round (down, warned) | error"
+    )
+    policy: PolicySection = subsection(PolicySection, "the batch-size policy (batch.policy.name)")
 
 
 def default_batch_config() -> ml_collections.ConfigDict:
-    """Defaults of the ``batch`` section (token counts are strings: "2M", "1.5B").
-
-    - schedule: "constant" | "table" | "ramp" | "doubling".
-    - batch_size: global batch in sequences; the constant size and the start of
-      ramp / doubling (a table gives its own start).
-    - table: "0:64 2M:128" (token key : batch size).
-    - ramp_increment, ramp_tokens, ramp_end: ramp from batch_size to ramp_end.
-    - doubling_tokens: "1M 4M", token counts at which the batch doubles.
-    - micro_batch_per_device: most sequences one device holds per micro-step.
-    - max_accum_steps: most micro-steps per optimizer step (0: no limit).
-    - lr_scaling: "none" | "sqrt" | "linear", relative to base_batch_size.
-    - base_batch_size: batch at which the optimizer's LR/beta2/tau hold (0: the first).
-    - beta2_rule / tau_rule: "fixed" | "table" | "half_life" | "table:<85M|151M|302M|604M|1.2B>".
-    - beta2_table / tau_table: "64:0.999 1024:0.95" or a paper Table 4 preset name.
-    - off_bucket: what to do when a policy asks for a size without a bucket:
-      "round" (down, with a warning) | "error".
-    - policy: the batch-size policy section (``bsjax.batching.policies``):
-      ``policy.name`` "schedule" (the fixed schedule above) | "noise_scale" |
-      "probe" | "wsd_es" | "fsl" | "seesaw", with one subsection per policy.
-    """
-    cfg = ml_collections.ConfigDict()
-    cfg.schedule = "constant"
-    cfg.batch_size = 64
-    cfg.table = ""
-    cfg.ramp_increment = 0
-    cfg.ramp_tokens = "0"
-    cfg.ramp_end = 0
-    cfg.doubling_tokens = ""
-    cfg.micro_batch_per_device = 16
-    cfg.max_accum_steps = 0
-    cfg.lr_scaling = "none"
-    cfg.base_batch_size = 0
-    cfg.beta2_rule = "fixed"
-    cfg.beta2_table = ""
-    cfg.tau_rule = "fixed"
-    cfg.tau_table = ""
-    cfg.off_bucket = "round"
-    cfg.policy = default_policy_config()
-    return cfg
+    """Defaults of the ``batch`` section as a ConfigDict (see ``BatchSection`` for each key)."""
+    return ml_collections.ConfigDict(section_to_dict(BatchSection()))
 
 
 KNOWN_KEYS = frozenset(default_batch_config().keys())
@@ -68,7 +73,7 @@ KNOWN_KEYS = frozenset(default_batch_config().keys())
 def _positive_int(value: Any, name: str, *, allow_zero: bool = False) -> list[str]:
     low = 0 if allow_zero else 1
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        return [f"{name} must be an int >= {low}, got {value!r}"]
+        return [f"{name}: must be an int >= {low}, got {value!r}"]
     return []
 
 

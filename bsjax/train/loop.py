@@ -16,17 +16,16 @@ import math
 import signal
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
 from bsjax import config as config_lib
 from bsjax import model as model_lib
 from bsjax import optim
-from bsjax.batching.config import plan_from_config
 from bsjax.train import checkpoint as checkpoint_lib
 from bsjax.train import executables as executables_lib
 from bsjax.train import feed as feed_lib
@@ -133,10 +132,8 @@ def _params_sha256(state) -> str:
 class Trainer:
     """One training run in ``workdir``; ``run()`` returns its summary."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
-        problems = config_lib.validate(config, jax.device_count())
-        if problems:
-            raise config_lib.ConfigError(problems)
+    def __init__(self, config: config_lib.RunConfig, workdir: str | Path):
+        self.plan = config_lib.batch_plan(config, jax.device_count())  # before anything is written
         self.config = config
         self.workdir = Path(workdir)
         self.is_main = jax.process_index() == 0
@@ -152,18 +149,10 @@ class Trainer:
         self.corpus = _load_corpus_once(data_lib, config.data, self.ctx_len)
         self.model_cfg = config_lib.model_config(config, self.corpus.vocab_size)
         self.lr_schedule = optim.lr_schedule_from_config(config.optim)
-        self.plan = plan_from_config(
-            config.batch,
-            self.ctx_len,
-            mesh_lib.data_shards(self.mesh),
-            base_b2=config.optim.b2,
-            base_ewa_tau=config.optim.ewa_tau,
-            lr_schedule=self.lr_schedule,
-        )
         self.policy = self.plan.policy
         self.counts = model_lib.count_params(self.model_cfg)
         if self.is_main:
-            resolved = json.loads(config.to_json_best_effort())
+            resolved = config_lib.to_dict(config)
             resolved["corpus"] = self.corpus.identity
             resolved["model_params"] = self.counts
             resolved["compile_cache_dir"] = str(cache) if cache else "off"
@@ -587,6 +576,9 @@ class Trainer:
         )
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Validate ``config``, train in ``workdir`` (resuming if it holds a checkpoint)."""
+def train(config: config_lib.RunConfig | Mapping[str, Any], workdir: str | Path) -> dict[str, Any]:
+    """Train ``config`` (a RunConfig, or a ConfigDict parsed here) in ``workdir``, resuming
+    from its newest checkpoint."""
+    if not isinstance(config, config_lib.RunConfig):
+        config = config_lib.parse(config, jax.device_count())
     return Trainer(config, workdir).run()

@@ -15,6 +15,7 @@ Policies other than "schedule" start from ``batch.batch_size`` (except
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,67 +36,88 @@ from bsjax.batching.policies.wsd_es import (
     token_stepped_policy,
 )
 from bsjax.batching.schedules import Schedule, schedule_from_config
+from bsjax.sections import Section, option, section_to_dict, subsection
 
 POLICY_NAMES = ("schedule", "noise_scale", "probe", "wsd_es", "fsl", "seesaw")
 WSD_MODES = ("loss", "tokens")
 DEFAULT_LADDER_SPAN = 8  # max_batch_size = 0 means 8 x the start size
 
 
-def default_policy_config() -> ml_collections.ConfigDict:
-    """Defaults of ``batch.policy``: name "schedule" (the fixed ``batch.schedule``).
+@dataclasses.dataclass(frozen=True)
+class NoiseScaleSection(Section):
+    """``batch.policy.noise_scale``: batch = multiple x B_simple (McCandlish et al. 2018)."""
 
-    noise_scale: batch = ``multiple`` x B_simple (McCandlish et al. 2018) from
-      EMAs with decay ``ema``, checked every ``decide_every`` steps after
-      ``warmup_steps`` estimates; ``hysteresis`` (fraction past the geometric
-      midpoint between ladder sizes) and ``patience`` (decisions in a row)
-      stop flapping; ``allow_decrease`` lets the batch shrink.
-    probe: branches at k B for k in ``factors`` over ``probe_tokens`` tokens,
-      every ``every_tokens`` tokens from ``start_tokens`` ("": every_tokens on);
-      k passes within ``eps`` (``eps_mode`` relative | absolute) of the smaller
-      k; double B when the measured CBS > ``cbs_over`` B (Merrill et al. 2025).
-      Branch LRs follow ``batch.lr_scaling`` ("sqrt" as in the paper).
-    wsd_es: ``mode`` "loss": ``targets`` "loss:B_opt ..." from a WSD sweep,
-      crossed by the running ``loss_key`` (train "loss" smoothed by ``ema``, or
-      "eval_loss" / "ewa_eval_loss"), not before ``min_steps``; ``mode``
-      "tokens": ``table`` "0:B1 2M:B2" (Zhou et al. 2026).
-    fsl: FSL exponents ``s`` and ``beta``, noise ``sigma2``, model LR ``lr`` and
-      the data budget ``budget_examples``; the ladder gives the phase sizes
-      (Wang et al. 2026).
-    seesaw: no own keys; doubles along the ladder where the LR schedule halves.
+    multiple: float = option(1.0, "batch = multiple x B_simple")
+    ema: float = option(0.95, "EMA decay of the |G|^2 and tr(Sigma) estimates, in [0, 1)")
+    decide_every: int = option(10, "steps between decisions")
+    warmup_steps: int = option(20, "estimates to collect before the first decision")
+    hysteresis: float = option(0.25, "fraction past the geometric midpoint needed to move")
+    patience: int = option(2, "decisions in a row that must propose the same move")
+    allow_decrease: bool = option(False, "let the batch shrink")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSection(Section):
+    """``batch.policy.probe``: branched local-CBS probes (Merrill et al. 2025)."""
+
+    factors: str = option("1 2 4", "branch factors k (branches at k B), increasing from 1")
+    eps: float = option(0.01, "k passes within eps of every smaller k's loss")
+    eps_mode: str = option("relative", "eps is relative | absolute")
+    probe_tokens: str = option("100K", "tokens each branch trains on")
+    every_tokens: str = option("1M", "tokens between probes")
+    start_tokens: str = option("", "tokens before the first probe ('': every_tokens)")
+    cbs_over: float = option(2.0, "double B when the measured CBS > cbs_over x B")
+
+
+@dataclasses.dataclass(frozen=True)
+class WsdEsSection(Section):
+    """``batch.policy.wsd_es``: batch growth from WSD E(S) fits (Zhou et al. 2026)."""
+
+    mode: str = option("loss", "loss (cross target losses) | tokens (a token table)")
+    targets: str = option("", "mode loss: 'loss:B_opt ...' pairs from a WSD sweep")
+    table: str = option("", "mode tokens: '0:B1 2M:B2' token table")
+    loss_key: str = option(
+        "loss", "running loss: loss (EMA of train loss) | eval_loss | ewa_eval_loss"
+    )
+    ema: float = option(0.9, "EMA decay of the train loss (loss_key 'loss')")
+    min_steps: int = option(0, "no switch before this step")
+
+
+@dataclasses.dataclass(frozen=True)
+class FslSection(Section):
+    """``batch.policy.fsl``: the functional-scaling-law late switch (Wang et al. 2026)."""
+
+    s: float = option(0.0, "FSL source exponent s (> 0)")
+    beta: float = option(0.0, "FSL capacity exponent beta (> 1)")
+    sigma2: float = option(1.0, "FSL noise level")
+    lr: float = option(0.5, "FSL intrinsic time per step (the model's LR)")
+    budget_examples: str = option("0", "the run's data budget in examples (e.g. 8M)")
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySection(Section):
+    """``batch.policy``: which policy decides the batch size, its ladder and its settings.
+
+    noise_scale, probe, wsd_es and fsl read their own subsection; seesaw has
+    none (it doubles along the ladder where the LR schedule halves).
     """
-    cfg = ml_collections.ConfigDict()
-    cfg.name = "schedule"
-    cfg.sizes = ""
-    cfg.max_batch_size = 0
-    cfg.noise_scale = ml_collections.ConfigDict(
-        dict(
-            multiple=1.0,
-            ema=0.95,
-            decide_every=10,
-            warmup_steps=20,
-            hysteresis=0.25,
-            patience=2,
-            allow_decrease=False,
-        )
+
+    name: str = option(
+        "schedule", "schedule (the fixed batch.schedule) | " + " | ".join(POLICY_NAMES[1:])
     )
-    cfg.probe = ml_collections.ConfigDict(
-        dict(
-            factors="1 2 4",
-            eps=0.01,
-            eps_mode="relative",
-            probe_tokens="100K",
-            every_tokens="1M",
-            start_tokens="",
-            cbs_over=2.0,
-        )
+    sizes: str = option(
+        "", "ladder of batch sizes, e.g. '64 128 256' ('': doubling to max_batch_size)"
     )
-    cfg.wsd_es = ml_collections.ConfigDict(
-        dict(mode="loss", targets="", table="", loss_key="loss", ema=0.9, min_steps=0)
-    )
-    cfg.fsl = ml_collections.ConfigDict(
-        dict(s=0.0, beta=0.0, sigma2=1.0, lr=0.5, budget_examples="0")
-    )
-    return cfg
+    max_batch_size: int = option(0, "top of the doubling ladder (0: 8 x the start size)")
+    noise_scale: NoiseScaleSection = subsection(NoiseScaleSection, "noise_scale policy settings")
+    probe: ProbeSection = subsection(ProbeSection, "probe policy settings")
+    wsd_es: WsdEsSection = subsection(WsdEsSection, "wsd_es policy settings")
+    fsl: FslSection = subsection(FslSection, "fsl policy settings")
+
+
+def default_policy_config() -> ml_collections.ConfigDict:
+    """Defaults of ``batch.policy`` as a ConfigDict: name "schedule" (the fixed ``batch.schedule``)."""
+    return ml_collections.ConfigDict(section_to_dict(PolicySection()))
 
 
 _DEFAULTS = default_policy_config()

@@ -59,7 +59,9 @@ def config_mismatches(run_dir: Path, expected: ml_collections.ConfigDict) -> lis
     stored = read_json(Path(run_dir) / "config.json")
     if stored is None:
         return []
-    want = expected.to_dict()
+    from bsjax.config import parse, to_dict
+
+    want = to_dict(parse(expected))  # config.json holds the resolved config (preset sizes)
     pairs = [(s, stored.get(s), want.get(s)) for s in CHECKED_SECTIONS]
     pairs += [
         (f"train.{k}", stored.get("train", {}).get(k), want["train"].get(k))
