@@ -300,3 +300,26 @@ def test_a_torn_last_line_stays_apart_from_the_next_start(tmp_path):
     log.close()
     lines = metrics_lib.read_run_metrics(tmp_path)
     assert [(l["kind"], l["step"]) for l in lines] == [("train", 1), ("resume", 1)]
+
+
+def test_summary_is_written_in_place_on_a_full_disk(tmp_path):
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        metrics_lib.write_json_atomic(mnt / "summary.json", {"status": "running"})
+        with pytest.raises(OSError), open(mnt / "filler", "wb") as f:
+            while True:
+                f.write(b"x" * 4096)
+                f.flush()
+        metrics_lib.write_json_atomic(mnt / "summary.json", {"status": "failed", "reason": "full"})
+        assert json.loads((mnt / "summary.json").read_text())["status"] == "failed"
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler", "summary.json"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -16,9 +16,12 @@ metrics.jsonl goes through it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -101,9 +104,28 @@ class MetricsLog:
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON that readers see whole or not at all (a rename locally, one PUT remotely)."""
+    """Write JSON that readers see whole or not at all (a rename locally, one PUT remotely).
+
+    On a full local disk (no room for the temporary file) an existing file is
+    overwritten in place instead: a summary fits in the blocks its earlier
+    version holds, so a run that fails for lack of space can still say so.
+    """
     body = {k: _jsonable(v) for k, v in data.items()}
-    storage.write_text_atomic(path, json.dumps(body, indent=2, default=str))
+    text = json.dumps(body, indent=2, default=str)
+    try:
+        storage.write_text_atomic(path, text)
+    except OSError as err:
+        local = not storage.is_remote(path) and os.path.exists(os.fspath(path))
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not local:
+            raise
+        leftover = os.path.join(
+            os.path.dirname(os.fspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}"
+        )
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(leftover)  # the part of the temporary file that fitted
+        with open(os.fspath(path), "r+b") as f:
+            f.write(text.encode())
+            f.truncate()
 
 
 def _superseded(line: dict[str, Any], resume_step: int) -> bool:
