@@ -57,6 +57,37 @@ class PendingSwitch:
     later_times: list[float] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass
+class InFlight:
+    """A dispatched step whose metrics are still on the device."""
+
+    pos: Position  # after the step
+    batch_size: int
+    hparams: dict[str, float]
+    metrics_dev: Any
+
+
+@dataclasses.dataclass
+class LoopState:
+    """What the loop carries from one step to the next."""
+
+    state: Any
+    pos: Position
+    batch_size: int
+    last_good: Position  # position of the newest state whose loss was finite
+    in_flight: InFlight | None = None
+    last_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    last_ready: float = dataclasses.field(default_factory=time.perf_counter)
+    pending_switch: PendingSwitch | None = None
+    last_eval_step: int | None = None
+    status: str | None = None
+    results: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: dict(
+            steps_to_target=None, tokens_to_target=None, examples_to_target=None
+        )
+    )
+
+
 class PreemptionFlag:
     """Set by SIGTERM; the loop saves, writes status 'preempted' and returns.
 
@@ -342,227 +373,242 @@ class Trainer:
                 self.metrics.close()
 
     def _run(self, preempt: PreemptionFlag) -> dict[str, Any]:
-        t = self.config.train
+        run = self._start()
+        while True:
+            run.status = self._limit_reached(run.pos, preempt)
+            if run.status or not self._decide(run):
+                break
+            self._step(run)
+            if run.status:
+                break
+            self._maybe_eval_and_save(run)
+            if run.status:
+                break
+        return self._finish(run)
+
+    # --------------------------------------------------------- loop phases
+    def _start(self) -> LoopState:
+        """Restore or init, the 'running' summary, compiles, eval batches, the probe hook."""
         state, pos, batch_size = self._restore_or_init()
         self._write_summary("running", pos, {})
         self.executables.submit(self._compile_order(batch_size))
-        eval_exe, eval_batches = self._eval_batches()
-        prober = None
+        self._eval_exe, self._eval_data = self._eval_batches()
+        self.prober = None
         if hasattr(self.policy, "attach_prober"):
             from bsjax.train.probe import BranchProber
 
-            prober = BranchProber(self, lambda params: float(eval_exe(params, eval_batches)))
-            self.policy.attach_prober(prober)
-
-        report = metrics_lib.progress_reporter(
+            self.prober = BranchProber(self, self._eval_loss)
+            self.policy.attach_prober(self.prober)
+        t = self.config.train
+        self._report = metrics_lib.progress_reporter(
             t.max_steps or None, self.metrics.writer(), t.log_every
         )
+        return LoopState(state=state, pos=pos, batch_size=batch_size, last_good=pos)
 
-        extra: dict[str, Any] = dict(
-            steps_to_target=None, tokens_to_target=None, examples_to_target=None
-        )
-        last_metrics: dict[str, float] = {}
-        in_flight = None  # (Position after the step, batch size, hparams, metrics on device)
-        last_ready = time.perf_counter()
-        recent_times: list[float] = []
-        pending_switch: PendingSwitch | None = None
-        last_good = pos  # position of the newest state whose loss was finite
-        status = None
+    def _eval_loss(self, params) -> float:
+        return float(self._eval_exe(params, self._eval_data))
 
-        def finish_in_flight() -> bool:
-            """Read the metrics of the step in flight; False if its loss diverged."""
-            nonlocal in_flight, last_ready, pending_switch, last_metrics, last_good
-            if in_flight is None:
-                return True
-            done_pos, B, hp, metrics_dev = in_flight
-            in_flight = None
-            metrics = {k: float(v) for k, v in jax.device_get(metrics_dev).items()}
-            now = time.perf_counter()
-            step_time, last_ready = now - last_ready, now
-            recent_times.append(step_time)
-            del recent_times[:-20]
-            last_metrics = metrics
-            if pending_switch is not None:
-                if done_pos.step == pending_switch.first_step:
-                    pending_switch.first_time = step_time
-                elif done_pos.step > pending_switch.first_step:
-                    pending_switch.later_times.append(step_time)
-                    if len(pending_switch.later_times) >= SWITCH_STEADY_STEPS:
-                        self._write_switch(pending_switch)
-                        pending_switch = None
-            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
-                self.metrics.write(
-                    "event",
-                    done_pos.step,
-                    done_pos.examples,
-                    done_pos.tokens,
-                    event="diverged",
-                    loss=metrics["loss"],
-                    grad_norm=metrics["grad_norm"],
-                )
+    def _limit_reached(self, pos: Position, preempt: PreemptionFlag) -> str | None:
+        """The stop that needs no metrics of the step in flight, if one is reached."""
+        t = self.config.train
+        if t.max_steps and pos.step >= t.max_steps:
+            return "max_steps"
+        if t.max_tokens and pos.tokens >= t.max_tokens:
+            return "max_tokens"
+        if preempt.stop_at(pos.step):
+            return "preempted"
+        return None
+
+    def _decide(self, run: LoopState) -> bool:
+        """Ask the policy for this step's size and switch to it; False if a read step diverged."""
+        pos = run.pos
+        self._tokens_now = pos.tokens
+        probing = self.prober is not None and self.policy.is_decision_point(pos.step, pos.tokens)
+        if probing:
+            if not self._read_in_flight(run):
                 return False
-            last_good = done_pos
-            bucket = self.plan.bucket(B)
-            last_metrics.update(
-                step=done_pos.step,
-                batch_size=B,
-                micro_batch_size=bucket.M,
-                accum_steps=bucket.K,
-                lr=hp["lr"],
-            )
-            if done_pos.step % t.log_every == 0 or done_pos.step == 1:
-                tokens_per_step = B * self.ctx_len
-                self.metrics.write(
-                    "train",
-                    done_pos.step,
-                    done_pos.examples,
-                    done_pos.tokens,
-                    batch_size=B,
-                    lr=hp["lr"],
-                    b2=hp["b2"],
-                    ewa_tau=hp["ewa_tau"],
-                    loss=metrics["loss"],
-                    grad_norm=metrics["grad_norm"],
-                    grad_sq=metrics["grad_sq"],
-                    micro_grad_sq=metrics["micro_grad_sq"],
-                    step_time_s=round(step_time, 5),
-                    tokens_per_s=round(tokens_per_step / max(step_time, 1e-9), 1),
-                    **self.policy.metrics_to_log(),
-                )
-                self._console(done_pos, B, metrics["loss"], step_time)
+            self.prober.state, self.prober.examples = run.state, pos.examples
+        decision = self.policy.maybe_decide(pos.step, pos.tokens, run.batch_size, run.last_metrics)
+        if self.prober is not None:
+            self.prober.state = None
+        if decision is None:
             return True
+        new_size = self.plan.resolve(decision.batch_size)
+        if new_size == run.batch_size:
+            return True
+        if not self._read_in_flight(run):  # the switch's first step is timed on its own
+            return False
+        old, new = self.plan.bucket(run.batch_size), self.plan.bucket(new_size)
+        if run.pending_switch is not None:  # superseded before its steady time was known
+            self._write_switch(run.pending_switch)
+        run.pending_switch = PendingSwitch(
+            line=dict(
+                step=pos.step,
+                examples=pos.examples,
+                tokens=pos.tokens,
+                old_batch_size=run.batch_size,
+                new_batch_size=new_size,
+                old_K=old.K,
+                old_M=old.M,
+                new_K=new.K,
+                new_M=new.M,
+                reason=decision.reason,
+                measured={k: float(v) for k, v in decision.measured.items()},
+            ),
+            first_step=pos.step + 1,
+        )
+        run.batch_size = new_size
+        return True
 
-        last_eval_step = None
+    def _step(self, run: LoopState) -> None:
+        """Dispatch one step, read the previous one while it runs, queue the next batch."""
+        pos, batch_size = run.pos, run.batch_size
+        bucket = self.plan.bucket(batch_size)
+        executable = self.executables.get(bucket.K, bucket.M)
+        hp = self._hparams(batch_size, pos.tokens)
+        batch_KMT = self.feeder.get(pos.step, pos.examples, bucket.K, bucket.M)
+        run.state, metrics_dev = executable(run.state, batch_KMT, step_lib.hparams_array(**hp))
+        next_pos = Position(
+            pos.step + 1, pos.examples + batch_size, pos.tokens + batch_size * self.ctx_len
+        )
+        diverged = not self._read_in_flight(run)
+        run.pos = next_pos
+        if diverged:
+            return
+        run.in_flight = InFlight(next_pos, batch_size, hp, metrics_dev)
+        upcoming = self._expected_next_size(next_pos, batch_size)
+        if upcoming in self.plan.buckets:
+            nb = self.plan.bucket(upcoming)
+            self.feeder.prefetch(next_pos.examples, nb.K, nb.M)
+        self._report(next_pos.step)
+        self._drain_compiles(next_pos)
 
-        def evaluate(state, pos: Position, batch_size: int) -> tuple[float, float]:
-            """Eval loss of the raw and the EWA parameters on the fixed validation batches."""
-            nonlocal last_eval_step
-            loss = float(eval_exe(state["params"], eval_batches))
-            ewa_loss = float(eval_exe(state["ewa"], eval_batches))
+    def _maybe_eval_and_save(self, run: LoopState) -> None:
+        """Evaluate and checkpoint where the schedule says; the target-loss stop."""
+        t, pos = self.config.train, run.pos
+        need_eval = self._should_eval(pos.step)
+        need_save = pos.step % t.checkpoint_every == 0
+        if (need_eval or need_save) and not self._read_in_flight(run):
+            return
+        if need_eval:
+            ewa_loss = self._evaluate(run)
+            if t.target_loss > 0 and ewa_loss <= t.target_loss:
+                run.results.update(
+                    steps_to_target=pos.step,
+                    tokens_to_target=pos.tokens,
+                    examples_to_target=pos.examples,
+                )
+                run.status = "target_reached"
+        if need_save or run.status == "target_reached":
+            self._save(run.state, pos, run.batch_size)
+
+    def _read_in_flight(self, run: LoopState) -> bool:
+        """Read the metrics of the step in flight and log them; False (status 'diverged')
+        if its loss or gradient norm is not finite. The one divergence check."""
+        if run.in_flight is None:
+            return True
+        done, run.in_flight = run.in_flight, None
+        metrics = {k: float(v) for k, v in jax.device_get(done.metrics_dev).items()}
+        now = time.perf_counter()
+        step_time, run.last_ready = now - run.last_ready, now
+        run.last_metrics = metrics
+        self._time_switch(run, done.pos.step, step_time)
+        if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
             self.metrics.write(
-                "eval",
-                pos.step,
-                pos.examples,
-                pos.tokens,
-                eval_loss=loss,
-                ewa_eval_loss=ewa_loss,
-                batch_size=batch_size,
+                "event",
+                done.pos.step,
+                done.pos.examples,
+                done.pos.tokens,
+                event="diverged",
+                loss=metrics["loss"],
+                grad_norm=metrics["grad_norm"],
             )
-            extra.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
-            last_metrics.update(eval_loss=loss, ewa_eval_loss=ewa_loss)
-            last_eval_step = pos.step
-            return loss, ewa_loss
+            run.status = "diverged"
+            return False
+        run.last_good = done.pos
+        bucket = self.plan.bucket(done.batch_size)
+        metrics.update(
+            step=done.pos.step,
+            batch_size=done.batch_size,
+            micro_batch_size=bucket.M,
+            accum_steps=bucket.K,
+            lr=done.hparams["lr"],
+        )
+        if done.pos.step % self.config.train.log_every == 0 or done.pos.step == 1:
+            self._write_train_line(done, metrics, step_time)
+        return True
 
-        while True:
-            # Stops that need no metrics of the step in flight.
-            if t.max_steps and pos.step >= t.max_steps:
-                status = "max_steps"
-            elif t.max_tokens and pos.tokens >= t.max_tokens:
-                status = "max_tokens"
-            elif preempt.stop_at(pos.step):
-                status = "preempted"
-            if status:
-                break
+    def _time_switch(self, run: LoopState, step: int, step_time: float) -> None:
+        """Feed the step times after a switch to its pending line; write it once known."""
+        pending = run.pending_switch
+        if pending is None:
+            return
+        if step == pending.first_step:
+            pending.first_time = step_time
+        elif step > pending.first_step:
+            pending.later_times.append(step_time)
+            if len(pending.later_times) >= SWITCH_STEADY_STEPS:
+                self._write_switch(pending)
+                run.pending_switch = None
 
-            self._tokens_now = pos.tokens
-            if prober is not None and self.policy.is_decision_point(pos.step, pos.tokens):
-                if not finish_in_flight():
-                    status = "diverged"
-                    break
-                prober.state, prober.examples = state, pos.examples
-            decision = self.policy.maybe_decide(pos.step, pos.tokens, batch_size, last_metrics)
-            if prober is not None:
-                prober.state = None
-            if decision is not None:
-                new_size = self.plan.resolve(decision.batch_size)
-                if new_size != batch_size:
-                    if not finish_in_flight():
-                        status = "diverged"
-                        break
-                    old, new = self.plan.bucket(batch_size), self.plan.bucket(new_size)
-                    if pending_switch is not None:  # superseded before its steady time was known
-                        self._write_switch(pending_switch)
-                    pending_switch = PendingSwitch(
-                        line=dict(
-                            step=pos.step,
-                            examples=pos.examples,
-                            tokens=pos.tokens,
-                            old_batch_size=batch_size,
-                            new_batch_size=new_size,
-                            old_K=old.K,
-                            old_M=old.M,
-                            new_K=new.K,
-                            new_M=new.M,
-                            reason=decision.reason,
-                            measured={k: float(v) for k, v in decision.measured.items()},
-                        ),
-                        first_step=pos.step + 1,
-                    )
-                    batch_size = new_size
+    def _write_train_line(self, done: InFlight, metrics: dict[str, float], step_time: float):
+        B, hp = done.batch_size, done.hparams
+        self.metrics.write(
+            "train",
+            done.pos.step,
+            done.pos.examples,
+            done.pos.tokens,
+            batch_size=B,
+            lr=hp["lr"],
+            b2=hp["b2"],
+            ewa_tau=hp["ewa_tau"],
+            loss=metrics["loss"],
+            grad_norm=metrics["grad_norm"],
+            grad_sq=metrics["grad_sq"],
+            micro_grad_sq=metrics["micro_grad_sq"],
+            step_time_s=round(step_time, 5),
+            tokens_per_s=round(B * self.ctx_len / max(step_time, 1e-9), 1),
+            **self.policy.metrics_to_log(),
+        )
+        self._console(done.pos, B, metrics["loss"], step_time)
 
-            bucket = self.plan.bucket(batch_size)
-            executable = self.executables.get(bucket.K, bucket.M)
-            hp = self._hparams(batch_size, pos.tokens)
-            batch_KMT = self.feeder.get(pos.step, pos.examples, bucket.K, bucket.M)
-            state, metrics_dev = executable(state, batch_KMT, step_lib.hparams_array(**hp))
-            prev_in_flight = in_flight
-            in_flight = None
-            next_pos = Position(
-                pos.step + 1, pos.examples + batch_size, pos.tokens + batch_size * self.ctx_len
-            )
+    def _evaluate(self, run: LoopState) -> float:
+        """Eval loss of the raw and the EWA parameters on the fixed validation batches;
+        returns the EWA loss."""
+        pos = run.pos
+        loss = self._eval_loss(run.state["params"])
+        ewa_loss = self._eval_loss(run.state["ewa"])
+        self.metrics.write(
+            "eval",
+            pos.step,
+            pos.examples,
+            pos.tokens,
+            eval_loss=loss,
+            ewa_eval_loss=ewa_loss,
+            batch_size=run.batch_size,
+        )
+        run.results.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
+        run.last_metrics.update(eval_loss=loss, ewa_eval_loss=ewa_loss)
+        run.last_eval_step = pos.step
+        return ewa_loss
 
-            # Read the previous step while this one runs, then queue the next batch.
-            if prev_in_flight is not None:
-                in_flight = prev_in_flight
-                if not finish_in_flight():
-                    status = "diverged"
-                    pos = next_pos
-                    break
-            in_flight = (next_pos, batch_size, hp, metrics_dev)
-            pos = next_pos
-            upcoming = self._expected_next_size(pos, batch_size)
-            if upcoming in self.plan.buckets:
-                nb = self.plan.bucket(upcoming)
-                self.feeder.prefetch(pos.examples, nb.K, nb.M)
-            report(pos.step)
-            self._drain_compiles(pos)
-
-            need_eval = self._should_eval(pos.step)
-            need_save = pos.step % t.checkpoint_every == 0
-            if (need_eval or need_save) and not finish_in_flight():
-                status = "diverged"
-                break
-            if need_eval:
-                loss, ewa_loss = evaluate(state, pos, batch_size)
-                if (
-                    t.target_loss > 0
-                    and ewa_loss <= t.target_loss
-                    and extra["steps_to_target"] is None
-                ):
-                    extra.update(
-                        steps_to_target=pos.step,
-                        tokens_to_target=pos.tokens,
-                        examples_to_target=pos.examples,
-                    )
-                    status = "target_reached"
-            if need_save or status == "target_reached":
-                self._save(state, pos, batch_size)
-            if status:
-                break
-
-        if status != "diverged" and not finish_in_flight():
-            status = "diverged"
-        if pending_switch is not None:
-            self._write_switch(pending_switch)
-        if status in ("max_steps", "max_tokens") and last_eval_step != pos.step and pos.step > 0:
-            evaluate(state, pos, batch_size)  # the final losses describe the final state
+    def _finish(self, run: LoopState) -> dict[str, Any]:
+        """Read the last step, final eval and save, the 'stopped' event and the summary."""
+        if run.status != "diverged":
+            self._read_in_flight(run)
+        status, pos = run.status, run.pos
+        if run.pending_switch is not None:
+            self._write_switch(run.pending_switch)
+        if status in ("max_steps", "max_tokens") and run.last_eval_step != pos.step and pos.step:
+            self._evaluate(run)  # the final losses describe the final state
+        extra = run.results
         if status == "diverged":
-            pos = last_good  # the checkpoints on disk hold only finite states
+            pos = run.last_good  # the checkpoints on disk hold only finite states
         else:
             if self.last_saved_step != pos.step:
-                self._save(state, pos, batch_size)
-            extra["final_train_loss"] = last_metrics.get("loss")
-            extra["params_sha256"] = _params_sha256(state)
+                self._save(run.state, pos, run.batch_size)
+            extra["final_train_loss"] = run.last_metrics.get("loss")
+            extra["params_sha256"] = _params_sha256(run.state)
         self._drain_compiles(pos)
         self.checkpointer.wait()
         self.metrics.write(
