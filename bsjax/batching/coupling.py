@@ -217,10 +217,6 @@ class DecayRule:
         return f"{self.name} {self.rule} (base {base})"
 
 
-def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    return cfg.get(key, default)
-
-
 @dataclasses.dataclass(frozen=True)
 class Coupling:
     """LR scale, beta2 and EWA tau as functions of the global batch size."""
@@ -267,7 +263,7 @@ class Coupling:
           BatchConfigError listing every problem in these keys.
         """
         problems = []
-        base_B = _get(batch_cfg, "base_batch_size", 0)
+        base_B = batch_cfg.get("base_batch_size", 0)
         if isinstance(base_B, bool) or not isinstance(base_B, int) or base_B < 0:
             problems.append(
                 f"base_batch_size must be an int >= 0 (0: the first batch size), got {base_B!r}"
@@ -281,7 +277,7 @@ class Coupling:
                 except BatchConfigError as err:
                     problems += err.problems
             base_B = first_batch_size
-        lr_rule = _get(batch_cfg, "lr_scaling", "none")
+        lr_rule = batch_cfg.get("lr_scaling", "none")
         if lr_rule not in LR_RULES:
             problems.append(
                 f"lr_scaling: unknown rule {lr_rule!r}; expected one of {', '.join(LR_RULES)}"
@@ -291,8 +287,8 @@ class Coupling:
             try:
                 rules[name] = DecayRule.build(
                     name,
-                    _get(batch_cfg, f"{name}_rule", "fixed"),
-                    _get(batch_cfg, f"{name}_table", ""),
+                    batch_cfg.get(f"{name}_rule", "fixed"),
+                    batch_cfg.get(f"{name}_table", ""),
                     base,
                     check_base=check_bases,
                 )

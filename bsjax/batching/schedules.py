@@ -260,10 +260,6 @@ def reachable_sizes(schedule: Schedule, ctx_len: int) -> list[int]:
     return sorted({p.batch_size for p in switch_points(schedule, ctx_len)})
 
 
-def _get(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    return cfg.get(key, default)
-
-
 def schedule_from_config(batch_cfg: Mapping[str, Any]) -> Schedule:
     """Build the schedule that ``batch_cfg.schedule`` names.
 
@@ -275,25 +271,25 @@ def schedule_from_config(batch_cfg: Mapping[str, Any]) -> Schedule:
     Raises:
       BatchConfigError listing every problem in these keys.
     """
-    kind = _get(batch_cfg, "schedule", "constant")
-    batch_size = _get(batch_cfg, "batch_size")
+    kind = batch_cfg.get("schedule", "constant")
+    batch_size = batch_cfg.get("batch_size")
     if kind == "constant":
         return ConstantSchedule(batch_size)
     if kind == "table":
-        return TableSchedule.parse(_get(batch_cfg, "table", ""), name="table")
+        return TableSchedule.parse(batch_cfg.get("table", ""), name="table")
     if kind == "ramp":
         problems = []
         try:
-            ramp_tokens = parse_count(_get(batch_cfg, "ramp_tokens", 0), name="ramp_tokens")
+            ramp_tokens = parse_count(batch_cfg.get("ramp_tokens", 0), name="ramp_tokens")
         except BatchConfigError as err:
             problems += err.problems
             ramp_tokens = 1
         try:
             schedule = RampSchedule(
                 batch_size,
-                _get(batch_cfg, "ramp_increment"),
+                batch_cfg.get("ramp_increment"),
                 ramp_tokens,
-                _get(batch_cfg, "ramp_end"),
+                batch_cfg.get("ramp_end"),
             )
         except BatchConfigError as err:
             problems += err.problems
@@ -301,7 +297,7 @@ def schedule_from_config(batch_cfg: Mapping[str, Any]) -> Schedule:
             raise BatchConfigError(problems)
         return schedule
     if kind == "doubling":
-        at_tokens = parse_count_list(_get(batch_cfg, "doubling_tokens", ""), name="doubling_tokens")
+        at_tokens = parse_count_list(batch_cfg.get("doubling_tokens", ""), name="doubling_tokens")
         return DoublingSchedule(batch_size, at_tokens)
     raise BatchConfigError(
         f"schedule: unknown kind {kind!r}; expected one of {', '.join(SCHEDULE_KINDS)}"
