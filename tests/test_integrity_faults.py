@@ -78,9 +78,9 @@ def assert_one_history(workdir, steps=STEPS):
     assert [l["step"] for l in th.metric_lines(workdir, "train")] == list(range(1, steps + 1))
 
 
-def largest_array_file(step_dir) -> Path:
-    files = [p for p in (Path(step_dir) / "state").rglob("*") if p.is_file() and "d" in p.parts]
-    return max(files, key=lambda p: p.stat().st_size)
+def array_files(step_dir) -> list[Path]:
+    """The data files of a checkpoint's arrays (orbax's ocdbt ``d/`` folders)."""
+    return [p for p in (Path(step_dir) / "state").rglob("*") if p.is_file() and "d" in p.parts]
 
 
 # ------------------------------------------------------------ re-runs and resumes
@@ -142,16 +142,23 @@ def test_new_run_flag_refuses_a_folder_that_is_not_empty(half, tmp_path, text_co
 # --------------------------------------------------------------------- checkpoints
 
 
+def _flip_all(step_dir) -> None:
+    for path in array_files(step_dir):
+        _flip(path)
+
+
+def _truncate_all(step_dir) -> None:
+    """Cut every array file in half (a single file may hold bytes no restore reads)."""
+    for path in array_files(step_dir):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def _flip(path: Path) -> None:
     """Flip one byte in every KiB (a single flip may land in bytes no restore reads)."""
     data = bytearray(path.read_bytes())
     for i in range(512, len(data), 1024):
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
-
-
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def _delete_metadata(step_dir: Path) -> None:
@@ -161,8 +168,8 @@ def _delete_metadata(step_dir: Path) -> None:
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda step_dir: _flip(largest_array_file(step_dir)),
-        lambda step_dir: _truncate(largest_array_file(step_dir)),
+        _flip_all,
+        _truncate_all,
         _delete_metadata,
     ],
     ids=["flipped_bytes", "truncated_file", "missing_file"],
@@ -185,7 +192,7 @@ def test_damaged_newest_checkpoint_is_quarantined_and_the_previous_one_used(
 def test_no_valid_checkpoint_refuses_and_changes_nothing(half, tmp_path, text_corpus, data_caches):
     workdir = copy_of(half, tmp_path)
     for step in (4, 6):
-        _flip(largest_array_file(workdir / "checkpoints" / str(step)))
+        _flip_all(workdir / "checkpoints" / str(step))
     before = files_digest(workdir)
     with pytest.raises(checkpoint_lib.CheckpointError, match="step 6: .*\n  - step 4: "):
         train(th.config(text_corpus, data_caches, train__max_steps=STEPS), workdir)
