@@ -4,9 +4,11 @@ The run folders follow the contract of docs/architecture.md ("A run's folder"): 
 metrics.jsonl and summary.json, written here from known Y(B) curves (no training).
 """
 
+import contextlib
 import csv
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -64,7 +66,8 @@ def write_run(
     n = expected_steps_for(batch, 256, 12_000)
     cap = stop_at or int(max(4 * n, 3 * (true_steps or 0)))
     lines, hit, step = [], None, 0
-    for step in eval_steps(n, max_steps=cap):
+    # The trainer also evaluates the final state when it stops at its step cap.
+    for step in sorted(set(eval_steps(n, max_steps=cap)) | {cap}):
         if true_steps:
             loss = target - 0.4 + 0.4 * (true_steps / step) ** 0.6
         else:
@@ -99,7 +102,16 @@ def write_run(
     return hit
 
 
+def write_sweep_json(root, bootstrap=30):
+    """The sweep.json `bsjax sweep` writes, with the parts `bsjax analyze` reads."""
+    root.mkdir(parents=True, exist_ok=True)
+    analysis = {"b_opt": 0.0, "overhead": 0.2, "alpha": "1", "bootstrap": bootstrap, "seed": 0}
+    data = {"settings": [{"label": "", "ref_batch_size": 256}], "runs": [], "analysis": analysis}
+    (root / "sweep.json").write_text(json.dumps(data))
+
+
 def make_sweep(root, models=MODELS, seed=0):
+    write_sweep_json(root)
     rng = np.random.default_rng(seed)
     for preset, (params, a, b, target) in models.items():
         for batch in BATCH:
@@ -152,7 +164,7 @@ def test_load_sweep_picks_best_runs_and_names_the_excluded(sweep):
     with pytest.warns(SweepWarning) as record:
         results = load_sweep(sweep)
     messages = " ".join(str(w.message) for w in record)
-    assert "s1_b8192_unlucky" in messages and "never reached the target" in messages
+    assert "s1_b8192_unlucky" in messages and "censored: stopped at its step cap" in messages
     assert "s2_b8192_diverged" in messages and "diverged" in messages
     assert len(results.runs) == 3 * len(BATCH) * 2 + 2
     assert [c.model for c in results.curves] == ["s1", "s2", "s4"]
@@ -172,11 +184,16 @@ def test_steps_to_target_recomputed_from_metrics(tmp_path):
         batch=256,
         lr=1e-3,
         target=3.0,
-        true_steps=5000,
+        true_steps=4321,
         summary_has_stt=False,
     )
     (run,) = load_sweep(tmp_path).runs
-    assert run.steps_to_target == hit and run.steps_to_target_source == "metrics"
+    # Interpolated between the first eval at the target (the trainer's rule) and the one before.
+    assert run.steps_to_target_source == "interpolated"
+    assert run.first_eval_steps_to_target == hit == run.bracket_after_step
+    assert run.bracket_before_step < run.steps_to_target <= hit
+    assert run.steps_to_target == pytest.approx(4321, rel=0.002)  # the curve crosses at 4321
+    assert run.bracket_before_loss > 3.0 >= run.bracket_after_loss
 
 
 def test_report_files_numbers_and_plots(sweep):
@@ -214,13 +231,23 @@ def test_report_files_numbers_and_plots(sweep):
     best = {r["run"] for r in rows if r["best"] == "True"}
     assert best == {f"{m}_b{b}_lr0.003" for m in MODELS for b in BATCH}
     unlucky = next(r for r in rows if r["run"] == "s1_b8192_unlucky")
-    assert unlucky["steps_to_target"] == "" and "never reached" in unlucky["excluded_reason"]
+    assert unlucky["steps_to_target"] == "" and unlucky["censored"] == "True"
+    assert "censored: stopped at its step cap after 300 steps" in unlucky["excluded_reason"]
+    assert unlucky["last_eval_step"] == "300" and float(unlucky["last_eval_loss"]) > 3.4
+    hit = next(r for r in rows if r["run"] == "s1_b64_lr0.003")
+    assert (
+        int(hit["bracket_before_step"])
+        < float(hit["steps_to_target"])
+        <= int(hit["steps_to_target_first_eval"])
+    )
 
     text = path.read_text()
     s1 = fits["curves"][0]["steps_curve"]
     assert f"{s1['log2_critical_batch_size']:.2f}" in text
     assert "B\\* = " in text and "× N^" in text  # the scaling law line
     assert "s1_b8192_unlucky" in text and "s2_b8192_diverged" in text
+    assert "Censored runs" in text and "> 300 (censored)" in text
+    assert fits["curves"][0]["steps_curve"]["censored"] == [[8192.0, 300.0]]
     assert CORPUS["sha256"] in text
     for name in ("s1_b64_lr0.001", "s4_b4096_lr0.003"):
         assert f"`{name}`" in text  # every run appears in the appendix
@@ -230,6 +257,7 @@ def test_report_files_numbers_and_plots(sweep):
 
 
 def test_no_run_at_target_is_a_clear_message(tmp_path, capsys):
+    write_sweep_json(tmp_path)
     for batch in (256, 512, 1024):
         write_run(
             tmp_path,
@@ -245,7 +273,7 @@ def test_no_run_at_target_is_a_clear_message(tmp_path, capsys):
     assert analyze_main([str(tmp_path), "--bootstrap", "0"]) == 0
     captured = capsys.readouterr()
     assert "B*: not measured" in captured.out
-    assert "b256" in captured.err and "never reached the target" in captured.err
+    assert "b256" in captured.err and "censored" in captured.err
     text = (tmp_path / "report" / "report.md").read_text()
     assert "No critical batch size could be measured" in text
     assert "No run reached its target loss" in text
@@ -274,8 +302,66 @@ def test_analyze_main_prints_report_path_and_bstar(sweep, capsys):
     assert out.count("B* (") == 3 and "scaling law: B* = " in out
 
 
-def test_analyze_main_missing_folder(tmp_path, capsys):
+def test_analyze_uses_the_sweeps_options_and_flags_override_them(sweep, capsys):
+    assert analyze_main([str(sweep)]) == 0
+    fits = json.loads((sweep / "report" / "fits.json").read_text())
+    assert fits["options"] == {
+        "b_opt": 256.0,
+        "overhead": 0.2,
+        "alpha": 1.0,
+        "bootstrap": 30,
+        "seed": 0,
+        "ci_level": 0.95,
+        "interval": "parametric",
+    }
+    assert analyze_main([str(sweep), "--b-opt", "128", "--bootstrap", "0"]) == 0
+    fits = json.loads((sweep / "report" / "fits.json").read_text())
+    assert fits["options"]["b_opt"] == 128.0 and fits["options"]["bootstrap"] == 0
+    capsys.readouterr()
+
+
+def test_seeds_are_averaged_and_all_count_as_best(tmp_path):
+    write_sweep_json(tmp_path)
+    for batch in (256, 512, 1024, 2048):
+        for seed, factor in ((0, 1.1), (1, 1 / 1.1)):
+            write_run(
+                tmp_path,
+                f"b{batch}_s{seed}",
+                preset="s1",
+                params=1_000_000,
+                batch=batch,
+                lr=1e-3,
+                target=3.0,
+                true_steps=(1300 + 2.8e6 / batch) * factor,
+                seed=seed,
+            )
+    with _no_warning():
+        results = load_sweep(tmp_path)
+    (curve,) = results.curves
+    assert curve.n_seeds() == [2, 2, 2, 2]
+    assert curve.steps() == pytest.approx([1300 + 2.8e6 / b for b in curve.batch_sizes()], rel=2e-3)
+    assert all(results.is_best(r) for r in results.runs)
+    text = write_report(tmp_path, bootstrap=50).read_text()
+    assert "| 256 | `b256_s" in text and "| 2 |" in text  # two seeds behind the point
+
+
+def test_analyze_main_refuses_a_folder_that_holds_no_sweep(tmp_path, capsys):
     assert analyze_main([str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    write_run(
+        tmp_path, "b256", preset="s1", params=1, batch=256, lr=1e-3, target=3.0, true_steps=900
+    )
+    assert analyze_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no sweep: there is no sweep.json" in err
+    assert not (tmp_path / "report").exists()  # nothing written
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SweepError, match="no runs"):
-        load_sweep(tmp_path)
+        load_sweep(tmp_path / "empty")
+
+
+@contextlib.contextmanager
+def _no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SweepWarning)
+        yield

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import io
 import math
 import sys
 import warnings
@@ -16,6 +18,7 @@ from pathlib import Path
 from bsjax.cbs.fits import (
     DEFAULT_B_OPT,
     DEFAULT_OVERHEAD,
+    INTERVALS,
     CbsFitWarning,
     CurveFitError,
     fit_steps_curve,
@@ -60,33 +63,73 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def read_steps_csv(path: Path | str) -> tuple[list[float], list[float]]:
-    """Read ``batch_size`` and ``steps`` columns (a header row is required; other columns are ignored)."""
+@dataclasses.dataclass
+class StepsTable:
+    """The rows of a steps CSV: batch sizes, steps, and the optional seed and variant labels."""
+
+    batch_sizes: list[float]
+    steps: list[float]
+    seeds: list[str] | None = None
+    variants: list[str] | None = None
+
+
+def read_steps_csv(
+    path: Path | str, seeds_column: str | None = None, variant_column: str | None = None
+) -> StepsTable:
+    """Read ``batch_size`` and ``steps`` columns (a header row is required; other columns are ignored).
+
+    ``seeds_column`` / ``variant_column`` name optional label columns (seeds
+    are averaged, variants minimised by the fit). Raises :class:`CsvInputError`
+    for a missing, empty, binary or non-CSV file, a missing column or a
+    non-numeric cell.
+    """
     path = Path(path)
     if not path.is_file():
         raise CsvInputError(f"CSV file {str(path)!r} does not exist")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise CsvInputError(f"{path} is empty; expected a CSV with a header row batch_size,steps")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise CsvInputError(
+            f"{path} is not a text CSV file (binary content); expected a header row batch_size,steps "
+            "and one row per run"
+        )
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise CsvInputError(
-                f"{path}: missing column(s) {', '.join(missing)}; the header must name "
-                f"{','.join(REQUIRED_COLUMNS)} (found: {','.join(header) or 'no header'})"
-            )
-        sizes, steps = [], []
+    except csv.Error as exc:
+        raise CsvInputError(f"{path} is not a readable CSV file: {exc}") from None
+    wanted = list(REQUIRED_COLUMNS) + [c for c in (seeds_column, variant_column) if c]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise CsvInputError(
+            f"{path}: missing column(s) {', '.join(missing)}; the header must name "
+            f"{','.join(wanted)} (found: {','.join(header) or 'no header'})"
+        )
+    table = StepsTable([], [], [] if seeds_column else None, [] if variant_column else None)
+    try:
         for line_no, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
             if not any(row.values()):
                 continue
             try:
-                sizes.append(float(row["batch_size"]))
-                steps.append(float(row["steps"]))
+                table.batch_sizes.append(float(row["batch_size"]))
+                table.steps.append(float(row["steps"]))
             except ValueError:
                 raise CsvInputError(
                     f"{path} line {line_no}: batch_size={row['batch_size']!r}, steps={row['steps']!r} are not both numbers"
                 ) from None
-    return sizes, steps
+            if seeds_column:
+                table.seeds.append(row[seeds_column])
+            if variant_column:
+                table.variants.append(row[variant_column])
+    except csv.Error as exc:
+        raise CsvInputError(f"{path} is not a readable CSV file: {exc}") from None
+    return table
 
 
 def _fit_cbs_parser() -> argparse.ArgumentParser:
@@ -98,7 +141,31 @@ def _fit_cbs_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "csv",
         metavar="FILE.csv",
-        help="CSV with columns batch_size,steps (repeated sizes keep the fewest steps)",
+        help="CSV with columns batch_size,steps, one row per run; see --seeds-column and "
+        "--variant-column for repeated batch sizes",
+    )
+    p.add_argument(
+        "--seeds-column",
+        metavar="NAME",
+        default=None,
+        help="column labelling each run's seed: runs of one variant at a batch size that differ "
+        "in it are averaged (mean of log steps). Without it and without --variant-column, "
+        "repeated batch sizes count as hyper-parameter variants and keep the fewest steps",
+    )
+    p.add_argument(
+        "--variant-column",
+        metavar="NAME",
+        default=None,
+        help="column labelling each run's hyper-parameter variant (e.g. lr): at each batch size the "
+        "variant with the fewest (seed-averaged) steps is kept, as in the paper",
+    )
+    p.add_argument(
+        "--interval",
+        choices=INTERVALS,
+        default="parametric",
+        help="bootstrap kind: 'parametric' (default; points redrawn around the fit with the noise "
+        "scale from the residuals and seed scatter; calibrated with one run per size) or "
+        "'seeds' (resample seeds within each batch size; too narrow with 2-3 seeds)",
     )
     p.add_argument(
         "--b-opt",
@@ -142,12 +209,15 @@ def fit_cbs_main(argv: list[str]) -> int:
     if args is None:
         return code
     try:
-        sizes, steps = read_steps_csv(args.csv)
+        table = read_steps_csv(args.csv, args.seeds_column, args.variant_column)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CbsFitWarning)
             fit = fit_steps_curve(
-                sizes,
-                steps,
+                table.batch_sizes,
+                table.steps,
+                seeds=table.seeds,
+                variants=table.variants,
+                interval=args.interval,
                 alpha=args.alpha,
                 b_opt=args.b_opt,
                 overhead=args.overhead,
@@ -171,6 +241,8 @@ def fit_cbs_main(argv: list[str]) -> int:
         ("critical_batch_size", f"{fit.critical_batch_size:.6g}"),
         ("log2_critical_batch_size", f"{fit.log2:.4f}"),
         ("points", f"{fit.n_points} batch sizes from {fit.n_runs} rows"),
+        ("seeds_per_point", ",".join(str(n) for n in fit.seeds_per_point)),
+        ("noise_sigma_log_steps", f"{fit.noise_sigma:.4g} ({fit.noise_dof} dof)"),
         ("rms_log_residual", f"{fit.rms_log_residual:.4g}"),
     ]
     for name, interval in fit.ci.items():
@@ -189,21 +261,30 @@ def fit_cbs_main(argv: list[str]) -> int:
 def _analyze_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bsjax analyze",
-        description="Fit the critical batch size of every setting in a sweep folder and write DIR/report/.",
+        description="Fit the critical batch size of every setting in a sweep folder and write DIR/report/. "
+        "The options default to those the sweep recorded in DIR/sweep.json, so without options the report "
+        "is the sweep's own; a folder without sweep.json is refused.",
     )
     p.add_argument(
-        "dir", metavar="DIR", help="sweep folder: one subfolder with summary.json per run"
+        "dir",
+        metavar="DIR",
+        help="sweep folder written by bsjax sweep (sweep.json and one subfolder per run)",
     )
-    p.add_argument("--b-opt", type=_positive_float, default=DEFAULT_B_OPT)
-    p.add_argument("--overhead", type=_positive_float, default=DEFAULT_OVERHEAD)
-    p.add_argument("--alpha", type=_alpha, default=1.0)
+    p.add_argument(
+        "--b-opt", type=_positive_float, default=None, help="default: the sweep's (else 256)"
+    )
+    p.add_argument(
+        "--overhead", type=_positive_float, default=None, help="default: the sweep's (else 0.2)"
+    )
+    p.add_argument("--alpha", type=_alpha, default=None, help="default: the sweep's (else 1)")
     p.add_argument(
         "--bootstrap",
         type=_non_negative_int,
-        default=1000,
-        help="bootstrap resamples (default 1000)",
+        default=None,
+        help="bootstrap resamples (default: the sweep's, else 1000)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: the sweep's (else 0)")
+    p.add_argument("--interval", choices=INTERVALS, default=None, help="default: parametric")
     return p
 
 
@@ -212,19 +293,16 @@ def analyze_main(argv: list[str]) -> int:
     args, code = _parse(_analyze_parser(), argv)
     if args is None:
         return code
-    from bsjax.cbs.analysis import analyze_sweep  # scipy only when needed
+    from bsjax.cbs.analysis import analyze_sweep, sweep_options  # scipy only when needed
     from bsjax.cbs.report import render_report  # matplotlib only when needed
     from bsjax.cbs.results import SweepError
 
     try:
-        analysis = analyze_sweep(
-            args.dir,
-            b_opt=args.b_opt,
-            overhead=args.overhead,
-            alpha=args.alpha,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
-        )
+        options = sweep_options(args.dir)
+        for key in ("b_opt", "overhead", "alpha", "bootstrap", "seed", "interval"):
+            if getattr(args, key) is not None:
+                options[key] = getattr(args, key)
+        analysis = analyze_sweep(args.dir, **options)
     except (SweepError, CurveFitError) as exc:
         print(f"bsjax analyze: error: {exc}", file=sys.stderr)
         return 2
@@ -244,4 +322,4 @@ def analyze_main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["fit_cbs_main", "analyze_main", "read_steps_csv", "CsvInputError"]
+__all__ = ["fit_cbs_main", "analyze_main", "read_steps_csv", "CsvInputError", "StepsTable"]

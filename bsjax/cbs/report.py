@@ -23,7 +23,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from bsjax.cbs.analysis import SweepAnalysis, analyze_sweep
 from bsjax.cbs.fits import Interval
-from bsjax.cbs.results import REPORT_DIR, read_metrics
+from bsjax.cbs.results import REPORT_DIR, censored_reason, read_metrics
 
 FIG_STEPS = "steps_vs_batch.png"
 FIG_LOSS = "ewa_eval_loss.png"
@@ -147,20 +147,47 @@ def _plot_steps(analysis: SweepAnalysis, path: Path) -> Path:
         sizes = np.array(ca.curve.batch_sizes(), dtype=float)
         steps = np.array(ca.curve.steps(), dtype=float)
         fit = ca.fit
+        # Censored runs count too: a curve may hold nothing else.
+        all_b = np.concatenate([sizes, [float(r.batch_size) for r in ca.curve.censored]])
         if fit is not None:
             ref_b, ref_y = fit.b_opt, float(fit.predict(fit.b_opt))
-        else:
+        elif sizes.size:
             ref_b, ref_y = sizes[0], steps[0]
-        lo_b = min(sizes.min(), ref_b)
+        else:
+            ref_b, ref_y = all_b[0], float(ca.curve.censored[0].steps or 1)
+        lo_b = min(all_b.min(), ref_b)
         hi_b = max(
-            sizes.max(),
+            all_b.max(),
             fit.critical_batch_size * 1.5
             if fit is not None and math.isfinite(fit.critical_batch_size)
             else 0,
         )
         grid_b = np.geomspace(lo_b / 1.3, hi_b * 1.3, 200)
         ax.plot(grid_b, ref_b / grid_b, "--", color="0.45", lw=1.2, label="linear scaling")
-        ax.scatter(sizes, steps / ref_y, color="C0", zorder=3, label="measured (best run)")
+        seed_b = [r.batch_size for b in sizes for r in ca.curve.seeds.get(int(b), [])]
+        seed_y = [r.steps_to_target for b in sizes for r in ca.curve.seeds.get(int(b), [])]
+        if len(seed_b) > len(sizes):
+            ax.scatter(
+                seed_b, np.array(seed_y) / ref_y, s=10, color="0.55", zorder=2, label="seeds"
+            )
+        ax.scatter(
+            sizes,
+            steps / ref_y,
+            color="C0",
+            zorder=3,
+            label="measured (seed mean)" if len(seed_b) > len(sizes) else "measured",
+        )
+        if ca.curve.censored:
+            ax.scatter(
+                [r.batch_size for r in ca.curve.censored],
+                [(r.steps or 0) / ref_y for r in ca.curve.censored],
+                marker="^",
+                s=48,
+                facecolors="white",
+                edgecolors="C3",
+                zorder=3,
+                label="censored (> steps run)",
+            )
         if fit is not None:
             ax.plot(
                 grid_b,
@@ -223,10 +250,10 @@ def _plot_loss(analysis: SweepAnalysis, path: Path) -> Path:
             loss = np.array([r["ewa_eval_loss"] for r in recs], dtype=float)
             keep = steps > 0
             ax.plot(steps[keep], loss[keep], "-", color=color, lw=1.2, label=f"B={b}")
-            if run.steps_to_target:
-                hit = loss[steps == run.steps_to_target]
-                if hit.size:
-                    ax.scatter([run.steps_to_target], [hit[0]], color=color, s=18, zorder=3)
+            if run.steps_to_target and ca.curve.target_loss is not None:
+                ax.scatter(
+                    [run.steps_to_target], [ca.curve.target_loss], color=color, s=18, zorder=3
+                )
         if ca.curve.target_loss is not None:
             ax.axhline(ca.curve.target_loss, color="C3", ls="--", lw=1.0, label="target")
         ax.set_xscale("log")
@@ -434,15 +461,26 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
     out += [
         "",
         "**Protocol.** Constant learning rate after warm-up with an exponential weight average (EWA) of the "
-        "parameters; steps to target Y(B) is the first evaluated step whose EWA eval loss is at or below the "
-        "target, taken over the best run at each batch size. "
+        "parameters; steps to target is where the EWA eval loss crosses the target, interpolated linearly in "
+        "log-steps between the two evaluations that bracket it (the first evaluation at or below the target "
+        "is listed beside it); the evaluation grid is geometric around each run's expected crossing (ratio "
+        "1.05), so the bracket is equally narrow at every batch size. Y(B) at a batch size is the geometric "
+        "mean over the seeds of its best hyper-parameter variant (fewest averaged steps). Runs that stopped "
+        "before the target are censored: listed, plotted as lower bounds, not fitted. "
         f"Fit: log Y = log(a + b / B^α) by least squares in log space, α {alpha_text}. "
         f"B* is the batch size above B_opt = {float(opts['b_opt']):g} at which the examples to target exceed "
         f"linear scaling from B_opt by {opts['overhead']:.0%} "
         "(for α = 1, B* = (1+ρ)·B_opt + ρ·b/a). "
         + (
-            f"Brackets: {opts['ci_level']:.0%} percentile bootstrap intervals over runs "
-            f"({opts['bootstrap']} resamples, seed {opts['seed']})."
+            f"Brackets: {opts['ci_level']:.0%} percentile bootstrap intervals "
+            + (
+                "(parametric: each point redrawn around the fit with the noise scale of log steps "
+                "estimated from the residuals and the seed scatter, that scale itself redrawn from its "
+                "chi-square distribution; "
+                if opts.get("interval", "parametric") == "parametric"
+                else "(seeds resampled within each batch size and variant; "
+            )
+            + f"{opts['bootstrap']} resamples, seed {opts['seed']})."
             if opts["bootstrap"]
             else "No bootstrap intervals (bootstrap = 0)."
         ),
@@ -544,20 +582,37 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
         fit = ca.fit
         out += [f"**{ca.curve.label}**", ""]
         rows = []
-        for b in ca.curve.batch_sizes():
+        for b, steps, examples, n_seeds in zip(
+            ca.curve.batch_sizes(), ca.curve.steps(), ca.curve.examples(), ca.curve.n_seeds()
+        ):
             run = ca.curve.best[b]
             predicted = float(fit.predict(b)) if fit is not None else None
             rows.append(
                 [
                     str(b),
                     f"`{run.name}`",
-                    _num(run.steps_to_target),
-                    _num(run.examples_to_target),
-                    _num(run.tokens_to_target),
+                    str(n_seeds),
+                    f"{steps:,.1f}",
+                    _num(examples),
+                    _bracket(run),
                     _num(predicted),
-                    "–"
-                    if predicted is None
-                    else f"{100 * (run.steps_to_target / predicted - 1):+.1f}%",
+                    "–" if predicted is None else f"{100 * (steps / predicted - 1):+.1f}%",
+                    _num(run.lr),
+                    _num(run.b2),
+                    _num(run.ewa_tau),
+                ]
+            )
+        for run in ca.curve.censored:
+            rows.append(
+                [
+                    str(run.batch_size),
+                    f"`{run.name}`",
+                    "1",
+                    f"> {_num(run.steps)} (censored)",
+                    "–",
+                    "–",
+                    "–" if fit is None else _num(float(fit.predict(run.batch_size))),
+                    "–",
                     _num(run.lr),
                     _num(run.b2),
                     _num(run.ewa_tau),
@@ -567,10 +622,11 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
             _md_table(
                 [
                     "B",
-                    "best run",
-                    "steps",
+                    "run shown",
+                    "seeds",
+                    "steps to target",
                     "examples",
-                    "tokens",
+                    "bracket: first eval (loss) ← before (loss)",
                     "fitted steps",
                     "residual",
                     "lr",
@@ -581,12 +637,21 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
             ),
             "",
         ]
+        if ca.curve.censored:
+            out += [
+                "Censored runs (stopped before the target; a lower bound on steps, not fitted):",
+                "",
+            ]
+            out += [
+                f"- `{r.name}` (B={r.batch_size}): {censored_reason(r)}" for r in ca.curve.censored
+            ]
+            out.append("")
     if "loss" in figures:
         out += [
             f"![EWA eval loss]({FIG_LOSS})",
             "",
-            "*Figure 2. EWA eval loss of the best run at each batch size against step; dashed: the target loss; "
-            "dots: the step at which each run first reached it.*",
+            "*Figure 2. EWA eval loss of one run at each batch size (the seed closest to the mean) against step; "
+            "dashed: the target loss; dots: the interpolated crossing.*",
             "",
         ]
 
@@ -638,6 +703,18 @@ def _markdown(analysis: SweepAnalysis, figures: dict) -> str:
     return "\n".join(out)
 
 
+def _bracket(run) -> str:
+    """The first evaluation at or below the target and the one before it, with their losses."""
+    if run.bracket_after_step is None:
+        return (
+            "–" if run.first_eval_steps_to_target is None else f"{run.first_eval_steps_to_target:,}"
+        )
+    text = f"{run.bracket_after_step:,} ({run.bracket_after_loss:.4f})"
+    if run.bracket_before_step is not None:
+        text += f" ← {run.bracket_before_step:,} ({run.bracket_before_loss:.4f})"
+    return text
+
+
 def _run_order(run) -> tuple:
     return (run.model_params or 0, run.model_label, run.batch_size or 0, run.name)
 
@@ -658,10 +735,14 @@ def _runs_table(analysis: SweepAnalysis) -> str:
                 _num(run.warmup_tokens),
                 _num(run.seed),
                 run.status,
-                _num(run.steps_to_target),
+                "–" if run.steps_to_target is None else f"{run.steps_to_target:,.1f}",
                 _num(run.steps),
                 _num(run.wall_s),
-                "yes" if res.is_best(run) else ("excluded" if id(run) in excluded else "no"),
+                "yes"
+                if res.is_best(run)
+                else (
+                    "censored" if run.censored else ("excluded" if id(run) in excluded else "no")
+                ),
             ]
         )
     return _md_table(

@@ -16,10 +16,19 @@ is a run (docs/architecture.md, "A run's folder"). From each run we read:
 * ``metrics.jsonl`` (only when needed): eval lines, to recompute steps to
   target when the summary lacks it, and for loss curves.
 
+Steps to target is interpolated between the two evaluations that bracket
+the target (``bsjax.train.eval_schedule.target_crossing``) whenever the eval
+lines are there; the first-evaluation step the trainer stopped on is kept
+beside it, with the bracket.
+
 Runs are grouped into curves by (model, ctx_len, target loss): one Y(B)
-curve each. In a curve, each batch size keeps its best run (fewest steps to
-target). Runs that never reached the target are left out, with a warning
-naming them.
+curve each. At each batch size, the runs of one hyper-parameter variant
+(lr, beta2, tau, warm-up) that differ only in ``seed`` are seeds: their steps
+are averaged (geometric mean); of the variants, the one with the fewest
+averaged steps is the point of the curve. A finished run that stopped before
+the target (step cap, token cap, divergence) is **censored**: not a point,
+but listed with its status, steps and last loss, and shown in the fits and
+plots as a lower bound. Runs still in progress are left out, with a warning.
 """
 
 from __future__ import annotations
@@ -33,12 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from bsjax import storage
-from bsjax.train.eval_schedule import steps_to_target as _steps_to_target
+from bsjax.train.eval_schedule import EvalScheduleError, target_crossing
 
 SUMMARY = "summary.json"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 REPORT_DIR = "report"
+# Final statuses of a run that stopped without reaching its target: censored.
+CENSORED_STATUSES = ("max_steps", "max_tokens", "diverged")
 
 
 class SweepError(ValueError):
@@ -80,9 +91,9 @@ class RunRecord:
     steps: int | None
     examples: int | None
     tokens: int | None
-    steps_to_target: int | None
-    tokens_to_target: int | None
-    examples_at_target: int | None
+    steps_to_target: float | None
+    tokens_to_target: float | None
+    examples_at_target: float | None
     target_loss: float | None
     ref_tokens: float | None
     final: dict
@@ -91,10 +102,35 @@ class RunRecord:
     config: dict
     summary: dict
     steps_to_target_source: str = "summary"
+    # The first evaluated step at or below the target (the trainer's stop), and the bracket.
+    first_eval_steps_to_target: int | None = None
+    bracket_before_step: int | None = None
+    bracket_before_loss: float | None = None
+    bracket_after_step: int | None = None
+    bracket_after_loss: float | None = None
+    last_eval_step: int | None = None
+    last_eval_loss: float | None = None
+    max_steps: int | None = None  # the step cap the run stops at (train.max_steps; 0: none)
 
     @property
     def reached_target(self) -> bool:
         return self.steps_to_target is not None
+
+    @property
+    def censored(self) -> bool:
+        """Finished without reaching its target: steps to target is above ``steps``."""
+        return (
+            self.steps_to_target is None
+            and self.target_loss is not None
+            and self.status in CENSORED_STATUSES
+        )
+
+    @property
+    def variant(self) -> str:
+        """The hyper-parameters that make a run a variant (runs differing only in seed are seeds)."""
+        return (
+            f"lr={_g(self.lr)},b2={_g(self.b2)},tau={_g(self.ewa_tau)},wu={_g(self.warmup_tokens)}"
+        )
 
     @property
     def examples_to_target(self) -> int | float | None:
@@ -141,9 +177,19 @@ class RunRecord:
             "seed": self.seed,
             "status": self.status,
             "target_loss": self.target_loss,
+            "variant": self.variant,
             "steps_to_target": self.steps_to_target,
             "tokens_to_target": self.tokens_to_target,
             "examples_to_target": self.examples_to_target,
+            "steps_to_target_first_eval": self.first_eval_steps_to_target,
+            "bracket_before_step": self.bracket_before_step,
+            "bracket_before_loss": self.bracket_before_loss,
+            "bracket_after_step": self.bracket_after_step,
+            "bracket_after_loss": self.bracket_after_loss,
+            "censored": self.censored,
+            "last_eval_step": self.last_eval_step,
+            "last_eval_loss": self.last_eval_loss,
+            "max_steps": self.max_steps,
             "steps": self.steps,
             "examples": self.examples,
             "tokens": self.tokens,
@@ -157,7 +203,13 @@ class RunRecord:
 
 @dataclasses.dataclass
 class Curve:
-    """Best runs of one setting (model, ctx_len, target loss), keyed by batch size."""
+    """The points of one setting (model, ctx_len, target loss), keyed by batch size.
+
+    ``seeds[B]`` are the runs of the best variant at B (its seeds), ``best[B]``
+    the one of them closest to their average (the run the loss plot shows),
+    ``runs[B]`` every run at target at B (all variants), and ``censored`` the
+    runs that stopped before the target.
+    """
 
     model: str
     model_params: int | None
@@ -165,6 +217,9 @@ class Curve:
     target_loss: float | None
     ref_tokens: float | None
     best: dict[int, RunRecord]
+    seeds: dict[int, list[RunRecord]] = dataclasses.field(default_factory=dict)
+    runs: dict[int, list[RunRecord]] = dataclasses.field(default_factory=dict)
+    censored: list[RunRecord] = dataclasses.field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -180,11 +235,42 @@ class Curve:
     def batch_sizes(self) -> list[int]:
         return sorted(self.best)
 
-    def steps(self) -> list[int]:
-        return [self.best[b].steps_to_target for b in self.batch_sizes()]
+    def _seeds(self, b: int) -> list[RunRecord]:
+        return self.seeds.get(b) or [self.best[b]]
 
-    def examples(self) -> list[float]:
-        return [self.best[b].examples_to_target for b in self.batch_sizes()]
+    def steps(self) -> list[float]:
+        """Steps to target per batch size: the geometric mean over the best variant's seeds."""
+        return [
+            _geometric_mean([r.steps_to_target for r in self._seeds(b)]) for b in self.batch_sizes()
+        ]
+
+    def examples(self) -> list[float | None]:
+        out = []
+        for b in self.batch_sizes():
+            values = [r.examples_to_target for r in self._seeds(b)]
+            out.append(None if any(v is None for v in values) else _geometric_mean(values))
+        return out
+
+    def n_seeds(self) -> list[int]:
+        return [len(self._seeds(b)) for b in self.batch_sizes()]
+
+    def fit_rows(self) -> tuple[list[int], list[float], list, list[str]]:
+        """Every run at target as (batch sizes, steps, seeds, variants): what the fit groups."""
+        rows = [r for b in self.batch_sizes() for r in (self.runs.get(b) or self._seeds(b))]
+        return (
+            [r.batch_size for r in rows],
+            [r.steps_to_target for r in rows],
+            [r.seed if r.seed is not None else r.name for r in rows],
+            [r.variant for r in rows],
+        )
+
+
+def _geometric_mean(values) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def _g(x) -> str:
+    return "-" if x is None else f"{x:.6g}"
 
 
 @dataclasses.dataclass
@@ -206,7 +292,12 @@ class SweepResults:
         return seen
 
     def is_best(self, run: RunRecord) -> bool:
-        return any(c.best.get(run.batch_size) is run for c in self.curves)
+        """Whether ``run`` is one of the seeds behind a curve's point."""
+        return any(
+            any(r is run for r in c._seeds(run.batch_size))
+            for c in self.curves
+            if run.batch_size in c.best
+        )
 
 
 def _read_json(path: Path) -> dict:
@@ -266,15 +357,33 @@ def load_run(run_dir: Path | str) -> RunRecord:
     if target_loss is None:
         # The trainer writes train.target_loss = 0 for "no target".
         target_loss = _opt_float(config_get(config, "train.target_loss")) or None
-    stt = summary.get("steps_to_target")
+    stt = _opt_float(summary.get("steps_to_target"))
+    tokens_tt = _opt_float(summary.get("tokens_to_target"))
+    examples_tt = _opt_float(summary.get("examples_to_target"))
+    first_eval = _opt_int(summary.get("steps_to_target"))
     source = "summary"
-    if stt is None and target_loss is not None and (run_dir / METRICS).exists():
-        # Older or interrupted runs may lack it; the eval lines decide.
+    bracket: dict[str, Any] = {}
+    evals = list(read_metrics(run_dir)) if (run_dir / METRICS).exists() else []
+    finite = [r for r in evals if isinstance(r.get("ewa_eval_loss"), (int, float))]
+    if finite:
+        last = max(finite, key=lambda r: r.get("step", 0))
+        bracket.update(
+            last_eval_step=_opt_int(last.get("step")), last_eval_loss=last["ewa_eval_loss"]
+        )
+    if target_loss is not None and evals:
         try:
-            stt = _steps_to_target(read_metrics(run_dir), target_loss)
-        except ValueError:
-            stt = None
-        source = "metrics" if stt is not None else "summary"
+            hit = target_crossing(evals, target_loss)
+        except EvalScheduleError:
+            hit = None
+        if hit is not None:
+            stt, source, first_eval = hit.steps, hit.method, hit.after_step
+            tokens_tt, examples_tt = hit.tokens, hit.examples
+            bracket.update(
+                bracket_before_step=hit.before_step,
+                bracket_before_loss=hit.before_loss,
+                bracket_after_step=hit.after_step,
+                bracket_after_loss=hit.after_loss,
+            )
     model_params = summary.get("model_params")
     if model_params is None:
         counts = config.get("model_params")
@@ -296,9 +405,9 @@ def load_run(run_dir: Path | str) -> RunRecord:
         steps=_opt_int(summary.get("steps")),
         examples=_opt_int(summary.get("examples")),
         tokens=_opt_int(summary.get("tokens")),
-        steps_to_target=_opt_int(stt),
-        tokens_to_target=_opt_int(summary.get("tokens_to_target")),
-        examples_at_target=_opt_int(summary.get("examples_to_target")),
+        steps_to_target=stt,
+        tokens_to_target=tokens_tt,
+        examples_at_target=examples_tt,
         target_loss=target_loss,
         ref_tokens=_opt_float(ref_tokens),
         final=final,
@@ -307,6 +416,9 @@ def load_run(run_dir: Path | str) -> RunRecord:
         config=config,
         summary=summary,
         steps_to_target_source=source,
+        first_eval_steps_to_target=first_eval,
+        max_steps=_opt_int(config_get(config, "train.max_steps")),
+        **bracket,
     )
 
 
@@ -314,16 +426,35 @@ def _exclusion_reason(run: RunRecord) -> str | None:
     if run.batch_size is None or run.batch_size <= 0:
         return "no batch size in summary.json or config.json (batch.batch_size)"
     if run.steps_to_target is None:
-        if run.status == "running":
-            return "still running and has not reached the target yet"
-        if run.status == "diverged":
-            return "diverged before reaching the target"
         if run.target_loss is None:
             return "no target_loss in summary.json"
-        return f"never reached the target loss (status {run.status}, {run.steps} steps)"
+        if run.censored:
+            return censored_reason(run)
+        if run.status == "running":
+            return "still running and has not reached the target yet"
+        return f"has not reached the target loss (status {run.status}, {run.steps} steps)"
     if run.steps_to_target <= 0:
         return f"steps_to_target={run.steps_to_target} is not positive"
     return None
+
+
+def censored_reason(run: RunRecord) -> str:
+    """Why a censored run has no steps to target: its status, steps, cap and last loss."""
+    why = {
+        "max_steps": "stopped at its step cap",
+        "max_tokens": "stopped at its token cap",
+        "diverged": "diverged",
+    }.get(run.status, f"stopped ({run.status})")
+    cap = f" (cap {run.max_steps:,} steps)" if run.max_steps else ""
+    loss = (
+        f", last EWA eval loss {run.last_eval_loss:.5g} at step {run.last_eval_step:,}"
+        if run.last_eval_loss is not None and run.last_eval_step is not None
+        else ""
+    )
+    return (
+        f"censored: {why} after {run.steps or 0:,} steps{cap} without reaching the target "
+        f"{run.target_loss:.5g}{loss}; steps to target > {run.steps or 0:,}"
+    )
 
 
 def load_sweep(sweep_dir: Path | str) -> SweepResults:
@@ -352,27 +483,50 @@ def load_sweep(sweep_dir: Path | str) -> SweepResults:
         )
 
     excluded: list[tuple[RunRecord, str]] = []
-    groups: dict[tuple, dict[int, RunRecord]] = {}
+    groups: dict[tuple, dict[int, list[RunRecord]]] = {}
+    censored: dict[tuple, list[RunRecord]] = {}
     for run in runs:
         reason = _exclusion_reason(run)
         if reason is not None:
             excluded.append((run, reason))
-            notes.append(f"run {run.name} (B={run.batch_size}) left out of the fits: {reason}")
+            if run.censored and run.batch_size:
+                censored.setdefault(run.curve_key, []).append(run)
+                notes.append(f"run {run.name} (B={run.batch_size}) {reason}")
+            else:
+                notes.append(f"run {run.name} (B={run.batch_size}) left out of the fits: {reason}")
             continue
-        best = groups.setdefault(run.curve_key, {})
-        current = best.get(run.batch_size)
-        if current is None or (run.steps_to_target, run.tokens_to_target or 0) < (
-            current.steps_to_target,
-            current.tokens_to_target or 0,
-        ):
-            best[run.batch_size] = run
+        groups.setdefault(run.curve_key, {}).setdefault(run.batch_size, []).append(run)
 
     curves = []
-    for key, best in groups.items():
+    for key in list(groups) + [k for k in censored if k not in groups]:
         model, params, ctx_len, target = key
-        refs = {r.ref_tokens for r in best.values() if r.ref_tokens is not None}
+        by_size = groups.get(key, {})
+        seeds, best = {}, {}
+        for b, at_b in sorted(by_size.items()):
+            variants: dict[str, list[RunRecord]] = {}
+            for run in at_b:
+                variants.setdefault(run.variant, []).append(run)
+            # Fewest averaged steps wins; ties go to the variant listed first.
+            chosen = min(
+                variants.values(), key=lambda rs: _geometric_mean([r.steps_to_target for r in rs])
+            )
+            mean = _geometric_mean([r.steps_to_target for r in chosen])
+            seeds[b] = sorted(chosen, key=lambda r: (r.seed is None, r.seed, r.name))
+            best[b] = min(seeds[b], key=lambda r: abs(math.log(r.steps_to_target / mean)))
+        members = [r for rs in by_size.values() for r in rs] + censored.get(key, [])
+        refs = {r.ref_tokens for r in members if r.ref_tokens is not None}
         curves.append(
-            Curve(model, params, ctx_len, target, refs.pop() if len(refs) == 1 else None, best)
+            Curve(
+                model,
+                params,
+                ctx_len,
+                target,
+                refs.pop() if len(refs) == 1 else None,
+                best,
+                seeds,
+                dict(sorted(by_size.items())),
+                sorted(censored.get(key, []), key=lambda r: (r.batch_size, r.name)),
+            )
         )
     curves.sort(key=lambda c: (c.model_params or 0, c.model, -(c.target_loss or math.inf)))
 

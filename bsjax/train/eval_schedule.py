@@ -303,6 +303,8 @@ def target_crossing(
         v0, v1 = before.get(field), after.get(field)
         if not (isinstance(v0, (int, float)) and isinstance(v1, (int, float))) or v0 <= 0:
             return None
+        if w >= 1.0:  # the later evaluation sits exactly at the target
+            return float(v1)
         return math.exp(math.log(v0) + w * (math.log(v1) - math.log(v0)))
 
     return TargetCrossing(
