@@ -5,6 +5,12 @@ bsjax sweep   --config=configs/FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE .
 bsjax analyze DIR
 bsjax fit-cbs FILE.csv [--b-opt N] [--overhead R] [--alpha 1|fit] [--json]
 bsjax theory  SUBCOMMAND ...
+bsjax report  RUN_DIR [--out DIR]   plots of one run (loss, batch size, LR, noise scale, step time)
+bsjax presets                       model presets: sizes, parameter counts, Table 4
+bsjax configs [FOLDER]              the config files and what each is
+
+train and sweep take --help (every config key, its default and meaning), --dry-run
+(what the config will do; writes nothing) and --log=auto|plain|rich.
 """
 
 from __future__ import annotations
@@ -43,12 +49,18 @@ def _config_command(name: str, argv: list[str]) -> int:
     from absl import app, flags
     from ml_collections import config_flags
 
+    from bsjax import cli_help
+
+    options = cli_help.split_own_flags(name, argv)  # --help, --dry-run, --log
+    if options.exit_code is not None:
+        return options.exit_code
+    argv = options.rest
     flags_ = flags.FLAGS
     config_flags.DEFINE_config_file(
         "config", None, "Config file (configs/FILE.py[:ARG]).", lock_config=True
     )
     flags.DEFINE_string("workdir", None, "Folder of the run (or sweep); resumed if it exists.")
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(["config"] if options.dry_run else ["config", "workdir"])
     result = {}
 
     def main(_):
@@ -58,6 +70,11 @@ def _config_command(name: str, argv: list[str]) -> int:
 
         config = flags_.config
         try:
+            if options.dry_run:
+                from bsjax.dry_run import dry_run
+
+                result["rc"] = dry_run(name, config)
+                return
             _maybe_init_distributed()
             if name == "train":
                 from bsjax.train.loop import train
@@ -138,5 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         from bsjax.theory.cli import main as theory_main
 
         return theory_main(rest)
+    if command == "report":
+        from bsjax.cbs.run_report import report_main
+
+        return report_main(rest)
+    if command == "presets":
+        from bsjax.cli_help import presets_main
+
+        return presets_main(rest)
+    if command == "configs":
+        from bsjax.cli_help import configs_main
+
+        return configs_main(rest)
     print(f"bsjax: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
