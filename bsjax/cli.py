@@ -77,16 +77,20 @@ def _config_command(name: str, argv: list[str]) -> int:
                 return
             _maybe_init_distributed()
             if name == "train":
+                import jax
+
+                from bsjax.config import parse
                 from bsjax.train.loop import train
 
-                summary = train(config, flags_.workdir)
+                run_config = parse(config, jax.device_count())  # once; below takes the RunConfig
+                summary = train(run_config, flags_.workdir)
                 print(
                     f"status: {summary['status']}  steps: {summary['steps']}  "
                     f"tokens: {summary['tokens']}"
                 )
                 print(f"summary:     {os.path.join(flags_.workdir, 'summary.json')}")
                 print(f"metrics:     {os.path.join(flags_.workdir, 'metrics.jsonl')}")
-                if config.train.tensorboard:
+                if run_config.train.tensorboard:
                     print(
                         f"tensorboard: tensorboard --logdir {os.path.join(flags_.workdir, 'tensorboard')}"
                     )
@@ -105,7 +109,7 @@ def _config_command(name: str, argv: list[str]) -> int:
         overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
         print(
             f"bsjax {name}: unknown config key {err} in the overrides {overrides}; the keys a "
-            f"run reads are listed in bsjax/config.py (base_config)",
+            f"run reads are listed by bsjax.config.describe_fields (bsjax/config/run.py)",
             file=sys.stderr,
         )
         return 2
