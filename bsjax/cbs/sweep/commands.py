@@ -34,11 +34,37 @@ def _flag_value(value) -> str:
     )  # repr: floats round-trip exactly
 
 
+def train_argv(
+    plan: SweepPlan, point: Point, workdir: Path, target_loss: float | None
+) -> list[str]:
+    """The ``bsjax train`` command of ``point``, with this environment's interpreter.
+
+    ``target_loss`` None leaves ``train.target_loss`` out (the cluster commands
+    append a shell expression that reads it when the job starts). The config
+    the command parses equals ``run_config(plan, point, target_loss)``: floats
+    are written with ``repr``, which round-trips exactly.
+    """
+    base_arg = f"{POINT_CONFIG_FILE}:{(workdir / BASE_CONFIG_FILE).resolve()}"
+    words = [
+        sys.executable,
+        "-m",
+        "bsjax",
+        "train",
+        f"--config={base_arg}",
+        f"--workdir={(workdir / point.name).resolve()}",
+    ]
+    for key, value in run_overrides(point, target_loss or 0.0).items():
+        if key != "train.target_loss" or target_loss is not None:
+            words.append(f"--config.{key}={_flag_value(value)}")
+    return words
+
+
 def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
     """Shell lines that run the sweep as independent jobs: references first, then every point.
 
     Writes ``workdir/base_config.json``, which ``configs/sweep_point.py`` turns
     back into the base run config; each command adds its point's overrides.
+    Every command calls this environment's interpreter (``sys.executable``).
     When the target comes from a reference run, the point commands read it
     with ``python -m bsjax.cbs.sweep target-loss`` once that run has finished.
     Runs already finished in ``workdir`` get a comment instead of a command.
@@ -46,22 +72,16 @@ def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
     write_plan_files(
         plan, workdir, {s: plan.target_loss for s in plan.settings if plan.target_loss}
     )
-    base_arg = f"{POINT_CONFIG_FILE}:{(workdir / BASE_CONFIG_FILE).resolve()}"
     lines = [
         f"# {len(plan.runs())} runs of sweep {workdir}; each line is one job, runnable from any folder."
     ]
+    python = shlex.quote(sys.executable)
 
     def command(point: Point, target_expr: str | None = None) -> str:
-        words = [
-            "bsjax",
-            "train",
-            f"--config={base_arg}",
-            f"--workdir={(workdir / point.name).resolve()}",
-        ]
-        for key, value in run_overrides(point, plan.target_loss).items():
-            if key != "train.target_loss" or target_expr is None:
-                words.append(f"--config.{key}={_flag_value(value)}")
-        line = " ".join(shlex.quote(w) for w in words)
+        given = None if target_expr is not None else plan.target_loss
+        if point.is_reference:
+            given = 0.0
+        line = " ".join(shlex.quote(w) for w in train_argv(plan, point, workdir, given))
         if target_expr is not None:  # double quotes: the shell expands $(...) when the job starts
             line += f' "--config.train.target_loss={target_expr}"'
         return line
@@ -93,7 +113,8 @@ def cluster_commands(plan: SweepPlan, workdir: Path) -> list[str]:
             t_chin = point.setting.t_chin
             lines.append(
                 command(
-                    point, f"$(python -m bsjax.cbs.sweep target-loss {ref_dir} --step {t_chin})"
+                    point,
+                    f"$({python} -m bsjax.cbs.sweep target-loss {ref_dir} --step {t_chin})",
                 )
             )
     lines.append(
