@@ -1,8 +1,8 @@
 """The comparison's three PNGs (matplotlib, Agg backend).
 
 ``runs`` is ``{arm: {seed: run}}`` as ``summarize.read_run`` returns it: each
-run has ``evals`` [(tokens, ewa_eval_loss, step)], ``batch`` [(tokens, batch
-size)], ``steps`` and ``final_ewa``.
+run has ``evals`` [(tokens, ewa_eval_loss, eval_loss, step)], ``batch`` [(tokens,
+batch size)], ``steps`` and ``final_ewa``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ STYLE = dict(
     const_small=("#1f77b4", "-"),
     const_large=("#d62728", "-"),
     early_switch=("#ff7f0e", "--"),
-    fsl=("#2ca02c", "--"),
+    late_switch=("#2ca02c", "--"),
     noise_scale=("#9467bd", "-."),
     probe=("#8c564b", "-."),
     wsd_es=("#e377c2", ":"),
@@ -105,41 +105,16 @@ def batch_vs_tokens(runs: dict, path: Path, budget_tokens: int) -> None:
                 label=arm if j == 0 else None,
             )
     ax.set_yscale("log", base=2)
-    ax.set_yticks([32, 64, 128, 256], labels=["32", "64", "128", "256"])
+    sizes = sorted(
+        {b for by_seed in runs.values() for r in by_seed.values() for _, b in r["batch"]}
+    )
+    ax.set_yticks(sizes, labels=[str(b) for b in sizes])
     ax.set_xlim(0, budget_tokens / 1e6 * 1.04)
     ax.set_xlabel("tokens (M)")
     ax.set_ylabel("global batch (sequences; lines offset slightly)")
     ax.set_title("Batch size vs tokens, every run")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def steps_vs_loss(runs: dict, path: Path) -> None:
-    """Final EWA eval loss against optimizer steps, one point per run, arm mean as a cross."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for arm, by_seed in runs.items():
-        color, _ = _style(arm)
-        steps = np.array([r["steps"] for r in by_seed.values()], float)
-        loss = np.array([r["final_ewa"] for r in by_seed.values()])
-        ax.scatter(steps, loss, color=color, s=18, alpha=0.6)
-        ax.scatter(
-            steps.mean(),
-            loss.mean(),
-            color=color,
-            marker="X",
-            s=90,
-            label=arm,
-            edgecolor="black",
-            lw=0.5,
-        )
-    ax.set_xlabel("optimizer steps (main run)")
-    ax.set_ylabel("final EWA eval loss")
-    ax.set_title("Final loss vs optimizer steps at an equal token budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,9 +1,11 @@
 """Read the comparison's run folders and write results.md, results.json and the plots.
 
-One run folder per (arm, seed): summary.json, metrics.jsonl and final_eval.json
-(written by compare.py). The paired comparison against ``const_small`` uses the
-per-seed difference of final EWA eval loss: both arms of a pair share the model
-init and the data order, so the difference cancels much of the seed noise.
+One run folder per (arm, seed), written by ``bsjax train``: summary.json (final
+losses: the loop evaluates the final state when it stops at its token limit)
+and metrics.jsonl (eval, train and switch lines). Arms are compared seed by
+seed: both runs of a pair share the model init and the data order, so the
+per-seed difference of final EWA eval loss cancels much of the seed noise; its
+mean gets a 95% t-interval over seeds.
 """
 
 from __future__ import annotations
@@ -11,290 +13,235 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
-import plots
+HERE = Path(__file__).resolve().parent
+FINDINGS = HERE.parent / "findings"
+for path in (HERE, FINDINGS):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import plots  # noqa: E402
+
+import runs as runs_lib  # noqa: E402
 
 REFERENCE = "const_small"
-FINISHED = ("max_tokens", "max_steps", "target_reached", "diverged")
+CLAIM_ARMS = ("const_small", "const_large", "early_switch")  # late_switch against each
+
+
+class UnequalTokensError(AssertionError):
+    """A fixed-schedule arm did not consume exactly the budget, or an adaptive one overshot."""
 
 
 def read_run(workdir: Path) -> dict | None:
     """One finished run's numbers and curves; None when it is missing or unfinished."""
-    summary_path, final_path = workdir / "summary.json", workdir / "final_eval.json"
-    if not (summary_path.exists() and final_path.exists()):
+    if not runs_lib.is_finished(workdir):
         return None
-    summary = json.loads(summary_path.read_text())
-    if summary.get("status") not in FINISHED:
-        return None
-    final = json.loads(final_path.read_text())
-    evals, batch, switches = [], [], []
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["kind"] == "eval":
-            evals.append((rec["tokens"], rec["ewa_eval_loss"], rec["step"]))
-        elif rec["kind"] == "train":
-            batch.append((rec["tokens"], rec["batch_size"]))
-        elif rec["kind"] == "switch":
-            switches.append(
-                dict(
-                    tokens=rec["tokens"],
-                    step=rec["step"],
-                    old=rec["old_batch_size"],
-                    new=rec["new_batch_size"],
-                    reason=rec.get("reason", ""),
-                )
-            )
-    if not evals or evals[-1][0] != final["tokens"]:
-        evals.append((final["tokens"], final["ewa_eval_loss"], final["step"]))
-    policy = summary.get("policy", {})
+    summary = runs_lib.read_summary(workdir)
+    metrics = runs_lib.read_metrics(workdir)
+    evals = [
+        (r["tokens"], r["ewa_eval_loss"], r["eval_loss"], r["step"])
+        for r in metrics.get("eval", [])
+    ]
+    batch = [(r["tokens"], r["batch_size"]) for r in metrics.get("train", [])]
+    switches = [
+        dict(tokens=r["tokens"], step=r["step"], old=r["old_batch_size"], new=r["new_batch_size"])
+        for r in metrics.get("switch", [])
+    ]
+    policy = summary.get("policy", {}) or {}
     return dict(
         status=summary["status"],
         steps=summary["steps"],
         tokens=summary["tokens"],
         wall_s=summary["wall_s"],
-        compile_s=summary.get("compile_s", 0.0),
-        final_ewa=final["ewa_eval_loss"],
-        final_raw=final["eval_loss"],
-        loop_last_ewa=summary.get("final_ewa_eval_loss"),
-        branch_steps=policy.get("branch_steps", 0.0),
-        branch_tokens=policy.get("branch_tokens", 0.0),
+        final_ewa=summary["final_ewa_eval_loss"],
+        final_raw=summary["final_eval_loss"],
+        branch_tokens=float(policy.get("branch_tokens", 0.0) or 0.0),
         evals=evals,
         batch=batch,
         switches=switches,
     )
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+def read_runs(workdir: Path, arms, seeds) -> dict:
+    """``{arm: {seed: run}}`` of every finished run."""
+    out = {}
+    for arm in arms:
+        by_seed = {s: r for s in seeds if (r := read_run(workdir / f"{arm}_s{s}")) is not None}
+        if by_seed:
+            out[arm] = by_seed
+    return out
 
 
-def _fmt(mean: float, sd: float, digits: int = 4) -> str:
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}")
+def check_tokens(runs: dict, budget_tokens: int, large_tokens: int, fixed_arms) -> dict:
+    """Tokens over the budget per arm; raises when a fixed arm is off it or any run overshoots
+    by a large batch or more (the comparison would no longer be at equal tokens)."""
+    over = {}
+    for arm, by_seed in runs.items():
+        for seed, run in by_seed.items():
+            extra = run["tokens"] - budget_tokens
+            if run["status"] != "max_tokens":
+                raise UnequalTokensError(f"{arm}_s{seed}: stopped with status {run['status']!r}")
+            if (arm in fixed_arms and extra != 0) or not 0 <= extra < large_tokens:
+                raise UnequalTokensError(
+                    f"{arm}_s{seed}: consumed {run['tokens']:,} tokens, budget {budget_tokens:,}"
+                )
+            over[arm] = max(over.get(arm, 0), extra)
+    return over
 
 
-def paired(runs: dict, arm: str, seeds: list[int]) -> dict:
-    """Per-seed differences of final EWA eval loss (arm minus the reference) and a paired t-test.
-
-    The verdict is "better"/"worse" when every seed's difference has the same
-    sign and the two-sided paired t-test rejects "no difference" at 5%; a run
-    identical to the reference on every seed (sd 0, mean 0) is "identical".
-    """
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and two-sided 95% t-interval over ``values`` (nan bounds for fewer than 2)."""
     from scipy import stats
 
-    deltas = {
-        s: runs[arm][s]["final_ewa"] - runs[REFERENCE][s]["final_ewa"]
-        for s in seeds
-        if s in runs.get(arm, {}) and s in runs.get(REFERENCE, {})
-    }
-    values = list(deltas.values())
-    mean, sd = _mean_sd(values)
-    raw_mean, _ = _mean_sd(
-        [runs[arm][s]["final_raw"] - runs[REFERENCE][s]["final_raw"] for s in deltas]
-    )
-    n = len(values)
-    t_stat = p_value = math.nan
-    if n >= 2 and sd > 0:
-        t_stat = mean / (sd / math.sqrt(n))
-        p_value = float(2 * stats.t.sf(abs(t_stat), df=n - 1))
-    same_sign = n >= 2 and (all(d < 0 for d in values) or all(d > 0 for d in values))
-    if arm == REFERENCE:
-        verdict = "reference"
-    elif n < 2:
-        verdict = "too few seeds"
-    elif all(d == 0 for d in values):
-        verdict = "identical"
-    elif same_sign and p_value < 0.05:
-        verdict = "better" if mean < 0 else "worse"
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def paired(runs: dict, arm: str, other: str, key: str = "final_ewa") -> dict | None:
+    """Per-seed ``arm - other`` of ``key`` over the seeds both have, with a 95% t-interval."""
+    seeds = sorted(set(runs.get(arm, {})) & set(runs.get(other, {})))
+    if not seeds:
+        return None
+    deltas = [runs[arm][s][key] - runs[other][s][key] for s in seeds]
+    mean, lo, hi = t_interval(deltas)
+    if math.isnan(lo):
+        verdict = "one seed"
+    elif hi < 0:
+        verdict = "lower"
+    elif lo > 0:
+        verdict = "higher"
     else:
         verdict = "within noise"
-    return dict(
-        deltas=deltas, mean=mean, sd=sd, t=t_stat, p=p_value, verdict=verdict, raw_mean=raw_mean
-    )
+    return dict(seeds=seeds, deltas=deltas, mean=mean, lo=lo, hi=hi, verdict=verdict)
 
 
-def reference_tokens_to(runs: dict, loss: float) -> float:
-    """Fraction of the budget at which the reference's seed-mean EWA curve first reaches ``loss``.
-
-    NaN when the reference never gets there or has no runs. Linear interpolation
-    between the reference's eval points, on the tokens every reference seed covers.
-    """
-    import numpy as np
-
-    ref = runs.get(REFERENCE)
-    if not ref:
-        return math.nan
-    curves = [
-        (np.array([e[0] for e in r["evals"]], float), np.array([e[1] for e in r["evals"]]))
-        for r in ref.values()
-    ]
-    grid_G, mean_G, _, _ = plots.mean_curve(curves)
-    below = np.nonzero(mean_G <= loss)[0]
-    if len(below) == 0:
-        return math.nan
-    i = below[0]
-    if i == 0:
-        return float(grid_G[0])
-    x0, x1, y0, y1 = grid_G[i - 1], grid_G[i], mean_G[i - 1], mean_G[i]
-    return float(x0 + (x1 - x0) * (y0 - loss) / (y0 - y1))
+def claim_verdict(comparisons: dict) -> str:
+    """'held', 'not held' or 'inconclusive' for late_switch <= each of CLAIM_ARMS."""
+    found = [c for c in comparisons.values() if c is not None]
+    if len(found) < len(CLAIM_ARMS):
+        return "inconclusive (arms missing)"
+    if any(c["verdict"] == "higher" for c in found):
+        return "not held"
+    if all(c["verdict"] == "lower" for c in found):
+        return "held"
+    return "inconclusive"
 
 
 def _path(run: dict, budget_tokens: int) -> str:
-    if not run["switches"]:
-        return str(run["batch"][0][1]) if run["batch"] else "?"
-    first = run["switches"][0]["old"]
+    start = run["batch"][0][1] if run["batch"] else "?"
     hops = [f"{s['new']}@{100 * s['tokens'] / budget_tokens:.0f}%" for s in run["switches"]]
-    return " → ".join([str(first)] + hops)
+    return " ".join([str(start)] + hops)
+
+
+def _ci(c: dict | None, digits: int = 4) -> str:
+    if c is None:
+        return "n/a"
+    if math.isnan(c["lo"]):
+        return f"{c['mean']:+.{digits}f}"
+    return f"{c['mean']:+.{digits}f} [{c['lo']:+.{digits}f}, {c['hi']:+.{digits}f}]"
 
 
 def write_report(
-    workdir: Path,
-    out: Path,
-    *,
-    arms: list[str],
-    seeds: list[int],
-    budget_examples: int,
-    command: str,
-) -> dict:
-    """Write results.md, results.json and the PNGs under ``out``; return the numbers."""
-    runs: dict[str, dict[int, dict]] = {}
-    missing = []
-    for arm in arms:
-        for seed in seeds:
-            run = read_run(workdir / f"{arm}_s{seed}")
-            if run is None:
-                missing.append(f"{arm}_s{seed}")
-            else:
-                runs.setdefault(arm, {})[seed] = run
-    budget_tokens = budget_examples * 128
-    rows = []
-    for arm in arms:
-        arm_runs = runs.get(arm, {})
-        if not arm_runs:
-            continue
-        vals = list(arm_runs.values())
-        loss = _mean_sd([r["final_ewa"] for r in vals])
-        rows.append(
-            dict(
-                arm=arm,
-                n=len(vals),
-                loss=loss,
-                raw=_mean_sd([r["final_raw"] for r in vals]),
-                steps=_mean_sd([r["steps"] for r in vals]),
-                tokens=_mean_sd([r["tokens"] for r in vals]),
-                wall=_mean_sd([r["wall_s"] for r in vals]),
-                switches=_mean_sd([len(r["switches"]) for r in vals]),
-                branch_steps=_mean_sd([r["branch_steps"] for r in vals]),
-                branch_tokens=_mean_sd([r["branch_tokens"] for r in vals]),
-                paths={s: _path(r, budget_tokens) for s, r in sorted(arm_runs.items())},
-                pair=paired(runs, arm, seeds) if REFERENCE in runs else None,
-                ref_tokens=reference_tokens_to(runs, loss[0]) / budget_tokens,
-            )
-        )
+    workdir, out, *, arms, seeds, budget_tokens, large_tokens, fixed_arms, settings, command
+):
+    """Write results.md, results.json and the PNGs for the runs found under ``workdir``."""
+    runs = read_runs(Path(workdir), arms, seeds)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(_markdown(rows, missing, seeds, budget_examples, command))
-    data = dict(
-        budget_examples=budget_examples,
-        budget_tokens=budget_tokens,
-        seeds=seeds,
-        missing=missing,
-        arms={
-            r["arm"]: dict(
-                final_ewa_mean=r["loss"][0],
-                final_ewa_sd=r["loss"][1],
-                paired_delta=r["pair"] and {k: v for k, v in r["pair"].items() if k != "deltas"},
-                reference_budget_fraction=r["ref_tokens"],
-            )
-            for r in rows
-        },
-        runs={
-            arm: {
-                str(s): {k: v for k, v in r.items() if k not in ("evals", "batch")}
-                for s, r in by_seed.items()
-            }
-            for arm, by_seed in runs.items()
-        },
-    )
-    (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+    if not runs:
+        print(f"no finished runs under {workdir}; nothing to report")
+        return None
+    over = check_tokens(runs, budget_tokens, large_tokens, fixed_arms)
+    table = {}
+    for arm, by_seed in runs.items():
+        finals = [r["final_ewa"] for r in by_seed.values()]
+        mean, lo, hi = t_interval(finals)
+        table[arm] = dict(
+            seeds=sorted(by_seed),
+            final_ewa=dict(
+                mean=mean, lo=lo, hi=hi, values={s: r["final_ewa"] for s, r in by_seed.items()}
+            ),
+            final_raw=statistics.fmean(r["final_raw"] for r in by_seed.values()),
+            steps=statistics.fmean(r["steps"] for r in by_seed.values()),
+            wall_s=statistics.fmean(r["wall_s"] for r in by_seed.values()),
+            tokens_over=over.get(arm, 0),
+            branch_tokens=statistics.fmean(r["branch_tokens"] for r in by_seed.values()),
+            vs_small=paired(runs, arm, REFERENCE) if arm != REFERENCE else None,
+            vs_small_raw=paired(runs, arm, REFERENCE, "final_raw") if arm != REFERENCE else None,
+            path={s: _path(r, budget_tokens) for s, r in by_seed.items()},
+        )
+    claim = {other: paired(runs, "late_switch", other) for other in CLAIM_ARMS}
+    verdict = claim_verdict(claim)
     plots.loss_vs_tokens(runs, out / "loss_vs_tokens.png", budget_tokens)
     plots.batch_vs_tokens(runs, out / "batch_vs_tokens.png", budget_tokens)
-    plots.steps_vs_loss(runs, out / "steps_vs_loss.png")
-    return data
+    result = dict(
+        settings=settings,
+        budget_tokens=budget_tokens,
+        command=command,
+        arms=table,
+        claim=dict(comparisons=claim, verdict=verdict),
+    )
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (out / "results.md").write_text(_markdown(result))
+    print(f"wrote {out / 'results.md'}: late switch claim {verdict}")
+    return result
 
 
-def _markdown(
-    rows: list[dict], missing: list[str], seeds: list[int], budget_examples: int, command: str
-) -> str:
-    ref_sd = next((r["loss"][1] for r in rows if r["arm"] == REFERENCE), math.nan)
-    lines = ["# Batch-size policies at an equal token budget (tiny model, embedded corpus)", ""]
-    if missing:
-        lines += [
-            f"**PARTIAL**: {len(missing)} run(s) missing: {', '.join(missing)}. Finish with "
-            f"the command below (finished runs are skipped).",
-            "",
-        ]
-    lines += [
-        f"Budget: {budget_examples} sequences x 128 tokens = {budget_examples * 128:,} tokens "
-        f"per run; seeds {seeds} (model init and data order). Command: `{command}`",
+def _markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        "# Policy comparison: results",
         "",
-        "Final EWA eval loss is measured on the final state of each run (same 4 x 32 "
-        "validation sequences for every run). Steps are optimizer steps of the main run; "
-        "the probe's branch steps and tokens are extra compute, listed apart. Wall time is "
-        "on a 2-core CPU shared with other jobs: compare it only roughly.",
+        f"Budget {result['budget_tokens']:,} tokens per arm ({s['budget_examples']:,} sequences "
+        f"of {s['ctx']}); start B = {s['small']}, large B = {s['large']}; EWA half-life "
+        f"{s['ewa_half_life_tokens']:,} tokens in every arm. Command: `{result['command']}`",
         "",
-        "| policy | runs | final EWA eval loss | raw eval loss | steps | tokens | wall s | "
-        "switches | branch steps / tokens | batch path (seed: sizes @ % of budget) |",
+        "Final EWA eval loss, mean and 95% t-interval over seeds; Δ = arm − const_small, paired "
+        "by seed, with its 95% t-interval (negative: the arm is better).",
+        "",
+        "| arm | seeds | final EWA eval loss | Δ EWA vs const_small | Δ raw eval loss | steps | "
+        "tokens over budget | probe branch tokens | batch path (seed 0 or first) | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: r["loss"][0]):
-        branch = (
-            "-"
-            if not r["branch_steps"][0]
-            else f"{r['branch_steps'][0]:.0f} / {r['branch_tokens'][0]:,.0f}"
+    order = sorted(result["arms"].items(), key=lambda kv: kv[1]["final_ewa"]["mean"])
+    for arm, row in order:
+        f = row["final_ewa"]
+        ci = f"{f['mean']:.4f}" + (
+            "" if math.isnan(f["lo"]) else f" [{f['lo']:.4f}, {f['hi']:.4f}]"
         )
-        paths = "; ".join(f"s{s}: {p}" for s, p in r["paths"].items())
+        path = next(iter(row["path"].values()))
         lines.append(
-            f"| {r['arm']} | {r['n']} | {_fmt(*r['loss'])} | {_fmt(*r['raw'])} | "
-            f"{_fmt(*r['steps'], 0)} | {r['tokens'][0]:,.0f} | {_fmt(*r['wall'], 0)} | "
-            f"{_fmt(*r['switches'], 1)} | {branch} | {paths} |"
+            f"| {arm} | {len(row['seeds'])} | {ci} | {_ci(row['vs_small'])} | {_ci(row['vs_small_raw'])} "
+            f"| {row['steps']:.0f} | {row['tokens_over']:,} | {row['branch_tokens']:,.0f} | {path} "
+            f"| {row['wall_s']:.0f} |"
         )
+    claim = result["claim"]
     lines += [
         "",
-        f"## Paired against {REFERENCE} (same seeds)",
+        f"**Claim: late switch ≥ constant and ≥ early switch at equal tokens — {claim['verdict']}.**",
         "",
-        "Δ = policy minus const_small in final EWA eval loss, per seed (both runs of a pair "
-        "share model init and data order). Verdict: better/worse when every seed's Δ has the "
-        "same sign and a two-sided paired t-test gives p < 0.05; identical when every Δ is 0 "
-        "(the policy never left B = 32). For scale, const_small's own seed-to-seed sd is "
-        f"{ref_sd:.4f}. The last column is where const_small's seed-mean curve first reaches "
-        "the policy's final loss, as a fraction of the budget (data efficiency).",
-        "",
-        "| policy | mean Δ | sd of Δ | per-seed Δ | paired t | p | verdict | "
-        "const_small reaches it at | mean Δ, raw (non-EWA) eval loss |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| late_switch minus | per-seed Δ | mean Δ [95% t-interval] | verdict |",
+        "|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: r["loss"][0]):
-        p = r["pair"]
-        if p is None:
+    for other, c in claim["comparisons"].items():
+        if c is None:
+            lines.append(f"| {other} | – | n/a | missing |")
             continue
-        per_seed = ", ".join(f"s{s}: {d:+.4f}" for s, d in sorted(p["deltas"].items()))
-        sd = "n/a" if math.isnan(p["sd"]) else f"{p['sd']:.4f}"
-        t = "n/a" if math.isnan(p["t"]) else f"{p['t']:+.1f}"
-        pv = "n/a" if math.isnan(p["p"]) else f"{p['p']:.2g}"
-        reach = "n/a" if math.isnan(r["ref_tokens"]) else f"{100 * r['ref_tokens']:.0f}%"
-        lines.append(
-            f"| {r['arm']} | {p['mean']:+.4f} | {sd} | {per_seed} | {t} | {pv} | "
-            f"{p['verdict']} | {reach} | {p['raw_mean']:+.4f} |"
-        )
+        per_seed = ", ".join(f"{d:+.4f}" for d in c["deltas"])
+        lines.append(f"| {other} | {per_seed} | {_ci(c)} | late switch {c['verdict']} |")
     lines += [
         "",
-        "Plots: `loss_vs_tokens.png` (EWA eval loss against tokens, mean over seeds, "
-        "band = min..max), `batch_vs_tokens.png` (batch size against tokens, every seed), "
-        "`steps_vs_loss.png` (final loss against optimizer steps, every run).",
+        f"Late switch at {s['fsl_switch_examples']:,} sequences "
+        f"({s['fsl_switch_examples'] / s['budget_examples']:.1%} of the budget): the fsl policy's "
+        f"{s['fsl_switch_examples_unrounded']:,} rounded to whole large batches "
+        f"(s = {s['fsl_s']}, beta = {s['fsl_beta']}). "
+        f"Early switch at {s['early_fraction']:.0%} of the budget. wsd_es targets: "
+        f"`{s['wsd_targets'] or 'none'}`.",
         "",
     ]
     return "\n".join(lines)
