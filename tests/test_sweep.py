@@ -162,9 +162,9 @@ def as_json(config):
 
 
 def parse_train_command(words):
-    """The config a `bsjax train` command line would run, parsed by the same absl flags."""
-    assert words[:2] == ["bsjax", "train"]
-    argv = ["bsjax"] + words[2:]
+    """The config a `PYTHON -m bsjax train` command line would run, parsed by the same absl flags."""
+    assert words[0] == sys.executable and words[1:4] == ["-m", "bsjax", "train"], words[:4]
+    argv = ["bsjax"] + words[4:]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "", flag_values=values, lock_config=True, sys_argv=argv
