@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def small_shards(monkeypatch):
-    """Shards of a few hundred bytes, so a small corpus has many (the real target is 4 MiB)."""
+    """Shards of a few hundred bytes, so a small corpus has many (the real target is 1 MiB)."""
     monkeypatch.setattr(shards_lib, "SHARD_TARGET_BYTES", 256)
 
 
@@ -368,3 +368,36 @@ def test_trains_and_checkpoints_the_embedded_corpus_with_tensorflow_blocked(tmp_
     assert "TFDS-ERROR: DataError" in proc.stdout and "pip install 'bsjax[tfds]'" in proc.stdout
     assert list((tmp_path / "run" / "checkpoints").iterdir())
     assert not (tmp_path / "tfds").exists()
+
+
+def test_prepare_shared_by_two_hosts_then_training_load_tokenizes_nothing(tmp_path, capfd):
+    """`python -m bsjax.data.prepare` on host 1 then host 0; a later load only reads."""
+    corpus = tmp_path / "c4"
+    _write_file_set(corpus)
+    cache = tmp_path / "cache"
+    command = [
+        sys.executable,
+        "-m",
+        "bsjax.data.prepare",
+        f"--config={REPO / 'tests' / 'configs' / 'tiny_test.py'}",
+        "--config.data.source=files",
+        f"--config.data.path={corpus}",
+        f"--config.data.cache_dir={cache}",
+        "--num_hosts=2",
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    host1 = subprocess.run(command + ["--host_index=1"], env=env, capture_output=True, text=True)
+    assert host1.returncode == 0, host1.stderr[-2000:]
+    assert "this host's share" in host1.stdout
+    assert not list(cache.glob("tokens/*/manifest.json"))  # host 0 has not run yet
+    host0 = subprocess.run(command + ["--host_index=0"], env=env, capture_output=True, text=True)
+    assert host0.returncode == 0, host0.stderr[-2000:]
+    assert len(list(cache.glob("tokens/*/manifest.json"))) == 2
+    capfd.readouterr()
+    cfg = _cfg(tmp_path, source="files", path=str(corpus), cache_dir=str(cache))
+    corpus_ = load(cfg, CTX)
+    assert "tokenizing" not in capfd.readouterr().err  # every shard was there
+    assert corpus_.train.num_sequences > 0
+    bad = subprocess.run(command + ["--host_index=2"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "bsjax prepare: host_index: must be in [0, num_hosts=2), got 2"

@@ -129,24 +129,19 @@ def _documents_in_prefix(shards, records, usable: int, eos_id: int) -> int:
     return documents
 
 
-def _pack_files(source, tokenizer, data_cfg, seq_len, roles, builder, host_index, num_hosts):
+def split_builds(source, tokenizer, data_cfg) -> dict:
+    """{role: SplitBuild} of a file source: the shards each split is tokenized into."""
     from bsjax.data.packing import token_dtype, tokenizer_cache_identity
-    from bsjax.data.rows import PackedRows
-    from bsjax.data.shards import ShardJob, plan_shards, shard_names
-    from bsjax.data.token_cache import SplitBuild, ensure_split, open_shard, split_dir, token_key
+    from bsjax.data.shards import ShardJob, plan_shards
+    from bsjax.data.token_cache import SplitBuild, token_key
 
-    cache_dir = str(resolve_cache_dir(data_cfg))
     plan = source.plan
-    rows, stats = {}, {}
-    for role, (split, max_tokens) in roles.items():
+    roles = {"train": data_cfg.train_split, "validation": data_cfg.validation_split}
+    builds = {}
+    for role, split in roles.items():
         # The files of a file set carry the canonical names; the config names matched them.
-        label = (
-            {"train": TRAIN, "validation": VALIDATION}[role]
-            if data_cfg.source == "files"
-            else split
-        )
-        cap = (max_tokens // seq_len) * seq_len
-        key = token_key(source.identity, tokenizer_cache_identity(tokenizer), label)
+        label = {"train": TRAIN, "validation": VALIDATION}[role]
+        label = label if data_cfg.source == "files" else split
         job = ShardJob(
             root=plan.root,
             split=label,
@@ -158,8 +153,23 @@ def _pack_files(source, tokenizer, data_cfg, seq_len, roles, builder, host_index
             out_dir="",
             spec=None,
         )
+        key = token_key(source.identity, tokenizer_cache_identity(tokenizer), label)
         specs = plan_shards(plan.files, source.sizes, label)
-        build = SplitBuild(key, specs, job, f"tokenizing {data_cfg.source} {split}")
+        builds[role] = SplitBuild(key, specs, job, f"tokenizing {data_cfg.source} {split}")
+    return builds
+
+
+def _pack_files(source, tokenizer, data_cfg, seq_len, roles, builder, host_index, num_hosts):
+    from bsjax.data.rows import PackedRows
+    from bsjax.data.shards import shard_names
+    from bsjax.data.token_cache import ensure_split, open_shard, split_dir
+
+    cache_dir = str(resolve_cache_dir(data_cfg))
+    builds = split_builds(source, tokenizer, data_cfg)
+    rows, stats = {}, {}
+    for role, (_split, max_tokens) in roles.items():
+        build = builds[role]
+        cap = (max_tokens // seq_len) * seq_len
         records = ensure_split(
             build,
             cache_dir,
@@ -169,7 +179,7 @@ def _pack_files(source, tokenizer, data_cfg, seq_len, roles, builder, host_index
             host_index=host_index,
             num_hosts=num_hosts,
         )
-        out_dir = split_dir(cache_dir, key)
+        out_dir = split_dir(cache_dir, build.key)
         shards = [open_shard(out_dir / shard_names(r["index"])[0]) for r in records]
         total = sum(r["num_tokens"] for r in records)
         if not shards or total // seq_len == 0 or (cap and min(total, cap) // seq_len == 0):

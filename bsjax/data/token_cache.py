@@ -94,11 +94,13 @@ def _read_record(path: epath.Path) -> dict | None:
         return {}  # present but unreadable: treated as damaged
 
 
-def _check_records(out_dir, specs, itemsize: int, remove: bool) -> dict[int, dict]:
+def _check_records(
+    out_dir, specs, itemsize: int, remove: bool, verify_digest: bool | None = None
+) -> dict[int, dict]:
     """Records of the shards present and sound; damaged ones are reported (and removed).
 
-    Digests are checked while the shards present hold at most
-    `VERIFY_DIGEST_MAX_BYTES`; shape, dtype and size always.
+    Shape, dtype and size are always checked; digests when `verify_digest`, or
+    (None) while the shards present hold at most `VERIFY_DIGEST_MAX_BYTES`.
     """
     raw = {}
     for spec in specs:
@@ -106,7 +108,8 @@ def _check_records(out_dir, specs, itemsize: int, remove: bool) -> dict[int, dic
         if record is not None:
             raw[spec.index] = record
     total = sum(int(r.get("num_tokens", 0)) for r in raw.values()) * itemsize
-    verify_digest = total <= VERIFY_DIGEST_MAX_BYTES
+    if verify_digest is None:
+        verify_digest = total <= VERIFY_DIGEST_MAX_BYTES
     good: dict[int, dict] = {}
     for index, record in raw.items():
         npy_name, json_name = shard_names(index)
@@ -191,6 +194,7 @@ def ensure_split(
     num_hosts: int = 1,
     poll_s: float = 2.0,
     wait: bool = True,
+    verify_digests: bool | None = None,
 ) -> list[dict]:
     """Make sure the shards holding the first `max_tokens` tokens (0: all) exist; return their records.
 
@@ -198,13 +202,17 @@ def ensure_split(
     `num_hosts` is 1) with `workers` processes (0: one per CPU), stopping once
     the leading shards hold `max_tokens`. Anyone then waits (when `wait`) for
     shards other hosts build. The first host writes the manifest once every
-    shard is there.
+    shard is there. `verify_digests` forces (True) or skips (False) the sha256
+    check of the shards already present; None checks them in caches of at most
+    `VERIFY_DIGEST_MAX_BYTES`.
     """
     out_dir = split_dir(cache_dir, build.key)
     if builder:
         out_dir.mkdir(parents=True, exist_ok=True)
     itemsize = np.dtype(build.job.dtype).itemsize
-    records = _check_records(out_dir, build.specs, itemsize, builder) if out_dir.exists() else {}
+    records = {}
+    if out_dir.exists():
+        records = _check_records(out_dir, build.specs, itemsize, builder, verify_digests)
 
     chosen = _prefix(build.specs, records, max_tokens)
     if chosen is None and builder:
