@@ -43,7 +43,6 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import fitting  # noqa: E402
-
 import runs as runs_lib  # noqa: E402
 
 CTX = 64

@@ -37,9 +37,8 @@ for path in (HERE, POLICIES):
         sys.path.insert(0, str(path))
 
 import compare  # noqa: E402
-import summarize  # noqa: E402
-
 import runs as runs_lib  # noqa: E402
+import summarize  # noqa: E402
 
 ARMS = ("const_small", "const_large", "early_switch", "late_switch")
 CATCH_UP_TOLERANCE = 0.01  # gap below 1% of the constant-large loss
@@ -129,6 +128,7 @@ def plot(runs: dict, longs: dict, budget_tokens: int, path: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
     import plots
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))

@@ -23,7 +23,6 @@ for path in (HERE, FINDINGS):
         sys.path.insert(0, str(path))
 
 import plots  # noqa: E402
-
 import runs as runs_lib  # noqa: E402
 
 REFERENCE = "const_small"
