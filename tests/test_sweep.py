@@ -332,5 +332,5 @@ def test_given_target_needs_no_reference_and_unreached_runs_are_left_out(
             json.loads((tmp_path / point.name / "config.json").read_text())["target"]["ref_tokens"]
             == 0
         )
-        assert any(point.name in line and "left out of the fits" in line for line in log)
+        assert any(point.name in line and "censored" in line for line in log)
     assert outcome.critical_batch_sizes == {} and "B*: not measured" in "\n".join(log)
