@@ -143,7 +143,7 @@ def test_interrupted_run_resumes(finished, tmp_path):
     outcome = run_sweep(config, copy, out=log.append)
     assert outcome.trained == [point.name]
     assert any(point.name in line and "resuming" in line for line in log)
-    resumed = [l for l in th.metric_lines(run_dir, "event") if l["event"] == "resumed"]
+    resumed = th.metric_lines(run_dir, "resume")[1:]  # after the first start's line
     assert [l["checkpoint_step"] for l in resumed] == [3]
     uninterrupted = th.summary(workdir / point.name)
     again = th.summary(run_dir)

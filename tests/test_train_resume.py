@@ -17,14 +17,14 @@ def test_resume_is_bitwise_equal_to_uninterrupted(tmp_path, text_corpus, data_ca
     resumed = train(th.config(text_corpus, data_caches), part)
     assert resumed["steps"] == 12
     assert resumed["params_sha256"] == full["params_sha256"]
-    events = [l["event"] for l in th.metric_lines(part, "event")]
-    assert "resumed" in events
+    starts = [(l["step"], l["start"]) for l in th.metric_lines(part, "resume")]
+    assert starts == [(0, "new"), (6, "extend")]
 
 
 def test_metrics_contract(tmp_path, text_corpus, data_caches):
     summary = train(th.config(text_corpus, data_caches, train__max_steps=4), tmp_path)
     lines = th.metric_lines(tmp_path)
-    assert {l["kind"] for l in lines} >= {"train", "eval", "compile", "event"}
+    assert {l["kind"] for l in lines} >= {"train", "eval", "compile", "event", "resume"}
     for line in lines:
         assert {"kind", "step", "examples", "tokens"} <= set(line)
     train_lines = th.metric_lines(tmp_path, "train")
@@ -51,6 +51,5 @@ def test_resume_skips_a_checkpoint_that_does_not_restore(
         resumed = train(th.config(text_corpus, data_caches), part)
     assert any("checkpoint at step 8 is corrupt" in r.message for r in caplog.records)
     assert (part / "quarantined_checkpoints").is_dir()  # kept for a post-mortem, not deleted
-    resume = [l for l in th.metric_lines(part, "event") if l["event"] == "resumed"]
-    assert resume[-1]["checkpoint_step"] == 4
+    assert th.metric_lines(part, "resume")[-1]["checkpoint_step"] == 4
     assert resumed["params_sha256"] == full["params_sha256"]

@@ -50,6 +50,10 @@ class CheckpointError(ProblemsError):
     heading = "no checkpoint of this run can be restored; nothing was changed"
 
 
+class CheckpointSaveError(RuntimeError):
+    """A save that did not reach the disk."""
+
+
 @dataclasses.dataclass
 class Restored:
     """The state and meta of the newest valid checkpoint, and what was skipped to find it."""
@@ -126,7 +130,15 @@ class Checkpointer:
     def _committed(self) -> None:
         """Report the saves that ``wait_until_finished`` has just seen complete."""
         pending, self._pending = self._pending, []
+        if not pending:
+            return
+        # orbax may log a failed finalize and return: only a step folder on disk counts.
+        on_disk = set(steps_on_disk(self._directory))
         for meta in pending:
+            if meta["step"] not in on_disk:
+                raise CheckpointSaveError(
+                    f"the checkpoint of step {meta['step']} was not written to {self._directory}"
+                )
             if self._on_commit is not None:
                 self._on_commit(meta)
 

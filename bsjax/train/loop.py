@@ -25,16 +25,20 @@ import numpy as np
 
 from bsjax import config as config_lib
 from bsjax import model as model_lib
-from bsjax import optim
+from bsjax import optim, storage
+from bsjax.errors import RunFailure, describe_failure
 from bsjax.train import checkpoint as checkpoint_lib
 from bsjax.train import executables as executables_lib
 from bsjax.train import feed as feed_lib
+from bsjax.train import identity as identity_lib
+from bsjax.train import lock as lock_lib
 from bsjax.train import mesh as mesh_lib
 from bsjax.train import metrics as metrics_lib
 from bsjax.train import step as step_lib
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_EVENT = identity_lib.CHECKPOINT_EVENT
 SWITCH_STEADY_STEPS = 3  # steps of the new bucket that define its steady step time
 
 
@@ -89,17 +93,18 @@ class LoopState:
 
 
 class PreemptionFlag:
-    """Set by SIGTERM; the loop saves, writes status 'preempted' and returns.
+    """Set by SIGTERM or Ctrl-C; the loop saves, writes status 'preempted' and returns.
 
-    With several processes a SIGTERM may reach them at different steps, and the
-    checkpoint that follows needs all of them: there JAX's distributed runtime
-    takes the signal and ``reached_preemption_sync_point`` makes every process
-    stop at the same step.
+    A second Ctrl-C raises KeyboardInterrupt at once (status 'interrupted'; the
+    last checkpoint is kept). With several processes a SIGTERM may reach them at
+    different steps, and the checkpoint that follows needs all of them: there
+    JAX's distributed runtime takes the signal and ``reached_preemption_sync_point``
+    makes every process stop at the same step.
     """
 
     def __init__(self):
         self._raised = False
-        self._previous = None
+        self._previous: dict[int, Any] = {}
         self._multi = jax.process_count() > 1
 
     def stop_at(self, step: int) -> bool:
@@ -110,20 +115,27 @@ class PreemptionFlag:
         return self._raised
 
     def __enter__(self):
-        if self._multi:
-            return self
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, no preemption support
-            self._previous = None
+        # With several processes, a Ctrl-C on one of them cannot stop all at one step.
+        for signum in () if self._multi else (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: no handler, no preemption support
+                pass
         return self
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self._raised:
+            raise KeyboardInterrupt
         self._raised = True
+        log.warning(
+            "%s: saving a checkpoint and stopping after this step%s",
+            signal.Signals(signum).name,
+            " (Ctrl-C again stops at once)" if signum == signal.SIGINT else "",
+        )
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def _eval_steps(config) -> set[int] | None:
@@ -161,72 +173,143 @@ def _params_sha256(state) -> str:
 
 
 class Trainer:
-    """One training run in ``workdir``; ``run()`` returns its summary."""
+    """One training run in ``workdir``: ``Trainer(config, workdir).run(start)``.
+
+    Construction only reads (the corpus and its caches, which live outside the
+    run folder, may be built): everything that can refuse the run is checked
+    there, before the folder is touched. ``run`` takes the folder's lock,
+    restores, and only then writes.
+    """
 
     def __init__(self, config: config_lib.RunConfig, workdir: str | Path):
-        self.plan = config_lib.batch_plan(config, jax.device_count())  # before anything is written
+        self.plan = config_lib.batch_plan(config, jax.device_count())
         self.config = config
-        self.workdir = Path(workdir)
+        self.workdir = storage.as_path(workdir, "--workdir")
         self.is_main = jax.process_index() == 0
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.clock = metrics_lib.Stopwatch()
+        t = config.train
+        if t.log_example_ids and storage.is_remote(self.workdir):
+            raise config_lib.ConfigError(
+                "train.log_example_ids writes a local audit file per process; it needs a local "
+                f"--workdir (got {workdir}); set it to False for an object-storage run"
+            )
 
         from bsjax import data as data_lib  # TFDS/TensorFlow live behind this import
 
-        t = config.train
-        cache = executables_lib.enable_compilation_cache(t.compile_cache_dir)
+        self.compile_cache = executables_lib.enable_compilation_cache(t.compile_cache_dir)
         self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
         self.ctx_len = config.model.ctx_len
+        self.seq_len = self.ctx_len + 1
         self.corpus = _load_corpus_once(data_lib, config.data, self.ctx_len)
         self.model_cfg = config_lib.model_config(config, self.corpus.vocab_size)
+        # Raises DataError now when the validation split is too small, not after the first write.
+        self.eval_rows_NMT = self.corpus.validation.validation_batches(
+            t.eval_batches, t.eval_batch_size
+        )
         self.lr_schedule = optim.lr_schedule_from_config(config.optim)
         self.policy = self.plan.policy
         self.counts = model_lib.count_params(self.model_cfg)
-        if self.is_main:
-            resolved = config_lib.to_dict(config)
-            resolved["corpus"] = self.corpus.identity
-            resolved["model_params"] = self.counts
-            resolved["compile_cache_dir"] = str(cache) if cache else "off"
-            metrics_lib.write_json_atomic(self.workdir / "config.json", resolved)
-        self.metrics = metrics_lib.MetricsLog(
-            self.workdir, enabled=self.is_main, tensorboard=t.tensorboard
-        )
         self.fns = step_lib.build(self.model_cfg, config.optim, self.mesh)
-        self.seq_len = self.ctx_len + 1
-        self.executables = executables_lib.Executables(
-            self.fns, self.seq_len, background=t.compile_ahead, workers=t.compile_workers
-        )
-        id_log = (
-            str(self.workdir / f"example_ids.p{jax.process_index()}.jsonl")
-            if t.log_example_ids
-            else None
-        )
-        self.feeder = feed_lib.BatchFeeder(self.corpus.train.read, self.seq_len, self.mesh, id_log)
-        self.checkpointer = checkpoint_lib.Checkpointer(
-            self.workdir / "checkpoints", keep=t.keep_checkpoints, async_save=t.async_checkpoint
+        self.identity = identity_lib.run_identity(
+            config_lib.to_dict(config),
+            self.model_cfg,
+            self.corpus.identity,
+            dict(self.mesh.shape),
+            jax.process_count(),
         )
         self.eval_steps = _eval_steps(config)
         self.compile_s = 0.0
         self.last_saved_step: int | None = None
+        self.committed = Position()  # the newest checkpoint known to be on disk
         self._tokens_now = 0
+        self.metrics: metrics_lib.MetricsLog | None = None
+        self.checkpointer: checkpoint_lib.Checkpointer | None = None
+        self.executables: executables_lib.Executables | None = None
+        self.feeder: feed_lib.BatchFeeder | None = None
+        self.lock: lock_lib.RunLock | None = None
 
     # ----------------------------------------------------------------- set-up
-    def _restore_or_init(self) -> tuple[Any, Position, int]:
-        restored = self.checkpointer.restore_latest(self.fns.abstract_state)
+    def _open_checkpoints(self) -> checkpoint_lib.Restored | None:
+        """The newest valid checkpoint, or None for a run that has none yet.
+
+        Refuses (nothing written) when the run's history records steps whose
+        checkpoints are gone, or when no checkpoint on disk is valid.
+        """
+        directory = self.workdir / "checkpoints"
+        if not checkpoint_lib.steps_on_disk(directory):
+            identity_lib.check_history_without_checkpoints(self.workdir, directory)
+        t = self.config.train
+        self.checkpointer = checkpoint_lib.Checkpointer(
+            directory,
+            keep=t.keep_checkpoints,
+            async_save=t.async_checkpoint,
+            on_commit=self._on_commit,
+        )
+        return self.checkpointer.restore_verified(self.fns.abstract_state)
+
+    def _on_commit(self, meta: dict[str, Any]) -> None:
+        pos = Position(int(meta["step"]), int(meta["examples"]), int(meta["tokens"]))
+        self.committed = pos
+        self.metrics.write("event", pos.step, pos.examples, pos.tokens, event=CHECKPOINT_EVENT)
+
+    def _restore_or_init(self, restored: checkpoint_lib.Restored | None) -> tuple[Any, Position, int]:
         if restored is None:
             state = self.fns.init(jax.random.key(self.config.seed))
             return state, Position(), self.policy.initial_batch_size()
-        state, meta = restored
+        meta = restored.meta
         if meta.get("policy") is not None:
             self.policy.load_state_dict(meta["policy"])
         pos = Position(
             step=int(meta["step"]), examples=int(meta["examples"]), tokens=int(meta["tokens"])
         )
-        self.metrics.write(
-            "event", pos.step, pos.examples, pos.tokens, event="resumed", checkpoint_step=pos.step
+        self.committed = pos
+        self.last_saved_step = pos.step
+        return restored.state, pos, int(meta["batch_size"])
+
+    def _write_start(self, start: identity_lib.Start, restored, pos: Position) -> None:
+        """identity.json, config.json, the ``resume`` line and any quarantine events."""
+        if self.is_main:
+            if start.kind == "new" or start.changes:
+                identity_lib.write_identity(self.workdir, self.identity)
+            resolved = config_lib.to_dict(self.config)
+            resolved["corpus"] = self.corpus.identity
+            resolved["model_params"] = self.counts
+            resolved["compile_cache_dir"] = str(self.compile_cache) if self.compile_cache else "off"
+            metrics_lib.write_json_atomic(self.workdir / "config.json", resolved)
+        t = self.config.train
+        self.metrics = metrics_lib.MetricsLog(
+            self.workdir, enabled=self.is_main, tensorboard=t.tensorboard
         )
-        log.info("resumed from step %d (%d examples)", pos.step, pos.examples)
-        return state, pos, int(meta["batch_size"])
+        kind = start.kind if restored is not None or start.kind == "new" else "restart"
+        self.metrics.write(
+            "resume",
+            pos.step,
+            pos.examples,
+            pos.tokens,
+            start=kind,
+            checkpoint_step=restored.step if restored is not None else None,
+            changes=start.changes,
+        )
+        for q in restored.quarantined if restored is not None else []:
+            self.metrics.write(
+                "event",
+                pos.step,
+                pos.examples,
+                pos.tokens,
+                event="checkpoint_quarantined",
+                checkpoint_step=q["step"],
+                reason=q["reason"],
+                moved_to=q["moved_to"],
+            )
+        if restored is None and start.kind != "new":
+            log.warning("the run had no checkpoint yet: it starts again from step 0")
+        if restored is not None:
+            log.info(
+                "%s from the checkpoint of step %d (%d examples)",
+                "extending" if start.kind == "extend" else "resuming",
+                pos.step,
+                pos.examples,
+            )
 
     def _compile_order(self, batch_size: int) -> list[tuple[int, int]]:
         """The bucket in use first, then the schedule's switches in order, then the rest."""
@@ -241,9 +324,7 @@ class Trainer:
         return order
 
     def _eval_batches(self):
-        t = self.config.train
-        batches_NMT = self.corpus.validation.validation_batches(t.eval_batches, t.eval_batch_size)
-        placed = feed_lib.place_eval_batches(batches_NMT, self.mesh)
+        placed = feed_lib.place_eval_batches(self.eval_rows_NMT, self.mesh)
         start = time.perf_counter()
         compiled = self.fns.eval_step.lower(self.fns.abstract_state["params"], placed).compile()
         self._log_compile("eval", time.perf_counter() - start, Position())
@@ -299,6 +380,8 @@ class Trainer:
             seed=self.config.seed,
             policy=self.policy.state_dict(),
         )
+        self.lock.check()  # a run that lost its folder to another must not save into it
+        self.metrics.flush()  # the ledger up to this step is durable before its checkpoint
         self.checkpointer.save(pos.step, state, meta)
         self.last_saved_step = pos.step
 
@@ -361,19 +444,83 @@ class Trainer:
         metrics_lib.write_json_atomic(self.workdir / "summary.json", summary)
 
     # ------------------------------------------------------------------- loop
-    def run(self) -> dict[str, Any]:
-        """Train until a stop; return the summary (also written to summary.json)."""
-        with jax.set_mesh(self.mesh), PreemptionFlag() as preempt:
-            try:
-                return self._run(preempt)
-            finally:
-                self.executables.close()
-                self.feeder.close()
-                self.checkpointer.close()
-                self.metrics.close()
+    def run(self, start: identity_lib.Start) -> dict[str, Any]:
+        """Take the folder's lock, restore or init, train until a stop; return the summary.
 
-    def _run(self, preempt: PreemptionFlag) -> dict[str, Any]:
-        run = self._start()
+        Refusals (``ProblemsError``) leave the folder as it was. A failure once
+        writing has begun writes status 'failed' with the reason and the last
+        checkpoint on disk, and raises ``RunFailure``; a second Ctrl-C writes
+        'interrupted' and raises KeyboardInterrupt.
+        """
+        created = not self.workdir.exists()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.lock = lock_lib.RunLock(str(self.workdir))
+        try:
+            self.lock.acquire()
+            with jax.set_mesh(self.mesh):
+                restored = self._open_checkpoints()
+        except BaseException:
+            self._release(created)
+            raise
+        try:
+            with jax.set_mesh(self.mesh), PreemptionFlag() as preempt:
+                state, pos, batch_size = self._restore_or_init(restored)
+                self._write_start(start, restored, pos)
+                return self._run(preempt, LoopState(state, pos, batch_size, last_good=pos))
+        except lock_lib.LockLostError as err:
+            raise RunFailure(str(err)) from err  # the folder is another run's now: write nothing
+        except KeyboardInterrupt:
+            self._write_stop("interrupted", "stopped by a second Ctrl-C")
+            raise
+        except Exception as err:
+            reason = describe_failure(err)
+            log.debug("the run failed", exc_info=True)
+            self._write_stop("failed", reason)
+            raise RunFailure(reason) from err
+        finally:
+            self._close()
+            self._release(created=False)
+
+    def _release(self, created: bool) -> None:
+        """Give the lock back; remove the folder if this start created it and left it empty."""
+        self.lock.release()
+        if created and self.workdir.exists() and not any(self.workdir.iterdir()):
+            self.workdir.rmdir()
+
+    def _close(self) -> None:
+        """Stop the background work and flush the records; a failure here is only logged."""
+        for part in (self.executables, self.feeder, self.checkpointer, self.metrics):
+            if part is None:
+                continue
+            try:
+                part.close()
+            except Exception as err:  # the run's own outcome is already decided and written
+                log.warning("closing %s failed: %s", type(part).__name__, describe_failure(err))
+
+    def _write_stop(self, status: str, reason: str) -> None:
+        """The summary of a run that stopped abnormally: its status, why, and the newest
+        checkpoint on disk (where a rerun continues)."""
+        log.error("%s", reason)
+        if self.checkpointer is not None:
+            try:
+                self.checkpointer.wait()  # a save that did finish counts
+            except Exception as err:
+                log.warning("the last checkpoint save failed: %s", describe_failure(err))
+        pos = self.committed
+        try:
+            if self.metrics is not None:
+                self.metrics.write(
+                    "event", pos.step, pos.examples, pos.tokens, event="stopped", status=status
+                )
+        except Exception as err:
+            log.warning("could not append to metrics.jsonl: %s", describe_failure(err))
+        try:
+            self._write_summary(status, pos, dict(reason=reason))
+        except Exception as err:
+            log.error("could not write summary.json either: %s", describe_failure(err))
+
+    def _run(self, preempt: PreemptionFlag, run: LoopState) -> dict[str, Any]:
+        self._start(run)
         while True:
             run.status = self._limit_reached(run.pos, preempt)
             if run.status or not self._decide(run):
@@ -387,11 +534,20 @@ class Trainer:
         return self._finish(run)
 
     # --------------------------------------------------------- loop phases
-    def _start(self) -> LoopState:
-        """Restore or init, the 'running' summary, compiles, eval batches, the probe hook."""
-        state, pos, batch_size = self._restore_or_init()
-        self._write_summary("running", pos, {})
-        self.executables.submit(self._compile_order(batch_size))
+    def _start(self, run: LoopState) -> None:
+        """The 'running' summary, compiles, eval batches, the feeder, the probe hook."""
+        t = self.config.train
+        self._write_summary("running", run.pos, {})
+        self.executables = executables_lib.Executables(
+            self.fns, self.seq_len, background=t.compile_ahead, workers=t.compile_workers
+        )
+        self.executables.submit(self._compile_order(run.batch_size))
+        id_log = (
+            str(self.workdir / f"example_ids.p{jax.process_index()}.jsonl")
+            if t.log_example_ids
+            else None
+        )
+        self.feeder = feed_lib.BatchFeeder(self.corpus.train.read, self.seq_len, self.mesh, id_log)
         self._eval_exe, self._eval_data = self._eval_batches()
         self.prober = None
         if hasattr(self.policy, "attach_prober"):
@@ -399,11 +555,9 @@ class Trainer:
 
             self.prober = BranchProber(self, self._eval_loss)
             self.policy.attach_prober(self.prober)
-        t = self.config.train
         self._report = metrics_lib.progress_reporter(
             t.max_steps or None, self.metrics.writer(), t.log_every
         )
-        return LoopState(state=state, pos=pos, batch_size=batch_size, last_good=pos)
 
     def _eval_loss(self, params) -> float:
         return float(self._eval_exe(params, self._eval_data))
@@ -622,9 +776,33 @@ class Trainer:
         )
 
 
-def train(config: config_lib.RunConfig | Mapping[str, Any], workdir: str | Path) -> dict[str, Any]:
-    """Train ``config`` (a RunConfig, or a ConfigDict parsed here) in ``workdir``, resuming
-    from its newest checkpoint."""
+def train(
+    config: config_lib.RunConfig | Mapping[str, Any],
+    workdir: str | Path,
+    new_run: bool = False,
+) -> dict[str, Any]:
+    """Train ``config`` (a RunConfig, or a ConfigDict parsed here) in ``workdir``.
+
+    A folder that holds this run continues it from its newest valid checkpoint
+    (or extends it, when a step or token limit was raised); a finished run is
+    left as it is and its summary returned. ``new_run=True`` refuses a folder
+    that is not empty. Every refusal is a ``ProblemsError`` raised before the
+    folder is changed; a failure after that is a ``RunFailure``, with status
+    'failed' and its reason in summary.json.
+    """
     if not isinstance(config, config_lib.RunConfig):
         config = config_lib.parse(config, jax.device_count())
-    return Trainer(config, workdir).run()
+    lock_lib.check_workdir(workdir)
+    trainer = Trainer(config, workdir)
+    start = identity_lib.decide_start(trainer.workdir, trainer.identity, new_run=new_run)
+    if start.kind == "finished":
+        summary = start.summary or {}
+        log.info(
+            "%s already finished (status %s at step %s); nothing to do. Raise "
+            "train.max_steps or train.max_tokens to extend it, or use a new folder.",
+            workdir,
+            summary.get("status"),
+            summary.get("steps"),
+        )
+        return summary
+    return trainer.run(start)
