@@ -10,7 +10,10 @@ bsjax presets                       model presets: sizes, parameter counts, Tabl
 bsjax configs [FOLDER]              the config files and what each is
 
 train and sweep take --help (every config key, its default and meaning), --dry-run
-(what the config will do; writes nothing) and --log=auto|plain|rich.
+(what the config will do; writes nothing), --new-run (refuse a folder that is not
+empty), --debug (tracebacks) and --log=auto|plain|rich.
+Exit codes: 0 done or preempted, 2 bad input (nothing written), 3 diverged,
+4 failed (summary.json says why), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -44,17 +47,42 @@ def _maybe_init_distributed() -> None:
         jax.distributed.initialize()
 
 
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The value of ``--name=V`` or ``--name V`` in ``argv`` (None when absent)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
 def _config_command(name: str, argv: list[str]) -> int:
-    """``train`` and ``sweep``: absl flags with an ml_collections config file."""
+    """``train`` and ``sweep``: absl flags with an ml_collections config file.
+
+    Exit codes: 0 done (finished, at a limit, at the target, preempted), 2 bad
+    input (nothing written), 3 diverged, 4 failed (summary.json says why), 130
+    interrupted. ``--debug`` shows tracebacks instead of one-line reasons.
+    """
     from absl import app, flags
     from ml_collections import config_flags
 
-    from bsjax import cli_help
+    from bsjax import cli_help, errors
+    from bsjax.config.files import check_command_line
 
-    options = cli_help.split_own_flags(name, argv)  # --help, --dry-run, --log
+    options = cli_help.split_own_flags(name, argv)  # --help, --dry-run, --new-run, --debug, --log
     if options.exit_code is not None:
         return options.exit_code
     argv = options.rest
+    try:  # what absl would report as a flag-parsing traceback
+        check_command_line(argv)
+        if not options.dry_run and _flag_value(argv, "workdir") is not None:
+            from bsjax.train.lock import check_workdir
+
+            check_workdir(_flag_value(argv, "workdir"))
+    except errors.ProblemsError as err:
+        print(f"bsjax {name}: {err}", file=sys.stderr)
+        return errors.EXIT_BAD_INPUT
     flags_ = flags.FLAGS
     config_flags.DEFINE_config_file(
         "config", None, "Config file (configs/FILE.py[:ARG]).", lock_config=True
@@ -64,59 +92,81 @@ def _config_command(name: str, argv: list[str]) -> int:
     result = {}
 
     def main(_):
-        from bsjax.errors import ProblemsError
-
         _quiet_library_logs()  # absl installs its own handler inside app.run
-
-        config = flags_.config
         try:
-            if options.dry_run:
-                from bsjax.dry_run import dry_run
-
-                result["rc"] = dry_run(name, config)
-                return
-            _maybe_init_distributed()
-            if name == "train":
-                import jax
-
-                from bsjax.config import parse
-                from bsjax.train.loop import train
-
-                run_config = parse(config, jax.device_count())  # once; below takes the RunConfig
-                summary = train(run_config, flags_.workdir)
-                print(
-                    f"status: {summary['status']}  steps: {summary['steps']}  "
-                    f"tokens: {summary['tokens']}"
-                )
-                print(f"summary:     {os.path.join(flags_.workdir, 'summary.json')}")
-                print(f"metrics:     {os.path.join(flags_.workdir, 'metrics.jsonl')}")
-                if run_config.train.tensorboard:
-                    print(
-                        f"tensorboard: tensorboard --logdir {os.path.join(flags_.workdir, 'tensorboard')}"
-                    )
-            else:
-                from bsjax.cbs.sweep import run_sweep
-
-                run_sweep(config, flags_.workdir)
-            result["rc"] = 0
-        except ProblemsError as err:  # bad input: one clear message, no traceback
+            result["rc"] = _run_config_command(name, flags_.config, flags_.workdir, options)
+        except errors.ProblemsError as err:  # bad input: one clear message, no traceback
+            if options.debug:
+                raise
             print(f"bsjax {name}: {err}", file=sys.stderr)
-            result["rc"] = 2
+            result["rc"] = errors.EXIT_BAD_INPUT
+        except errors.RunFailure as err:  # summary.json holds the status and the reason
+            if options.debug:
+                raise
+            print(f"bsjax {name}: failed: {err}", file=sys.stderr)
+            result["rc"] = errors.EXIT_FAILED
+        except KeyboardInterrupt:
+            print(f"bsjax {name}: interrupted", file=sys.stderr)
+            result["rc"] = errors.EXIT_INTERRUPTED
+        except Exception as err:
+            if options.debug:
+                raise
+            print(
+                f"bsjax {name}: failed: {errors.describe_failure(err)} (--debug shows the "
+                "traceback)",
+                file=sys.stderr,
+            )
+            result["rc"] = errors.EXIT_FAILED
 
     try:
         app.run(main, argv=[f"bsjax {name}"] + argv)
-    except (AttributeError, KeyError) as err:  # an override names a key the config lacks
-        overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
-        print(
-            f"bsjax {name}: unknown config key {err} in the overrides {overrides}; the keys a "
-            f"run reads are listed by bsjax.config.describe_fields (bsjax/config/run.py)",
-            file=sys.stderr,
-        )
-        return 2
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             return int(exit_.code) if isinstance(exit_.code, int) else 1
     return result.get("rc", 0)
+
+
+def _run_config_command(name: str, config, workdir: str, options) -> int:
+    """The body of ``train``/``sweep`` once the flags are parsed; returns the exit code."""
+    from bsjax import errors, storage
+
+    if options.dry_run:
+        from bsjax.dry_run import dry_run
+
+        return dry_run(name, config)
+    storage.configure()  # STORAGE_EMULATOR_HOST and friends, before any backend starts
+    _maybe_init_distributed()
+    if name == "sweep":
+        from bsjax.cbs.sweep import run_sweep
+
+        outcome = run_sweep(config, workdir)
+        failed = getattr(outcome, "failed", None)
+        if failed:
+            print(
+                f"bsjax sweep: {len(failed)} run(s) failed (their logs: "
+                f"{', '.join(sorted(failed.values()))}); a rerun retries none of them unless "
+                "--config.sweep.retry_failed=True",
+                file=sys.stderr,
+            )
+            return errors.EXIT_FAILED
+        return errors.EXIT_OK
+    import jax
+
+    from bsjax.config import parse
+    from bsjax.train.loop import train
+
+    run_config = parse(config, jax.device_count())  # once; below takes the RunConfig
+    summary = train(run_config, workdir, new_run=options.new_run)
+    status = summary.get("status")
+    print(f"status: {status}  steps: {summary.get('steps')}  tokens: {summary.get('tokens')}")
+    if summary.get("reason"):
+        print(f"reason:      {summary['reason']}")
+    print(f"summary:     {os.path.join(workdir, 'summary.json')}")
+    print(f"metrics:     {os.path.join(workdir, 'metrics.jsonl')}")
+    if run_config.train.tensorboard:
+        print(f"tensorboard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+    print(f"report:      bsjax report {workdir}")
+    return errors.exit_code_for_status(status)
 
 
 class _DropChatter(logging.Filter):

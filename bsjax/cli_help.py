@@ -31,6 +31,11 @@ FLAGS_HELP = (
         "print what the config will do (model, batch schedule, buckets, memory, stop, evals) and exit; writes nothing",
     ),
     (
+        "--new-run",
+        "refuse unless --workdir is new or empty (without it, a folder holding this run resumes it)",
+    ),
+    ("--debug", "show the full traceback of a failure instead of its one-line reason"),
+    (
         "--log=auto|plain|rich",
         "console style: plain lines, or progress bars redrawn in place (auto: rich on a terminal)",
     ),
@@ -171,7 +176,7 @@ def config_help(command: str, config=None, config_name: str = "") -> str:
     given = _values_of(config) if config is not None else {}
     lines = [
         f"bsjax {command} --config=FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...] "
-        "[--dry-run] [--log=auto|plain|rich]",
+        "[--dry-run] [--new-run] [--debug] [--log=auto|plain|rich]",
         "",
         "Train one run and write its folder (config.json, metrics.jsonl, summary.json, checkpoints/)."
         if command == "train"
@@ -211,27 +216,20 @@ def config_help(command: str, config=None, config_name: str = "") -> str:
 # --------------------------------------------------------- the CLI's own flags
 @dataclasses.dataclass
 class OwnFlags:
-    """``--help``, ``--dry-run`` and ``--log`` taken out of a train/sweep command line."""
+    """``--help``, ``--dry-run``, ``--new-run``, ``--debug`` and ``--log`` taken out of a
+    train/sweep command line."""
 
     rest: list[str]
     dry_run: bool = False
+    new_run: bool = False  # refuse a folder that is not empty
+    debug: bool = False  # tracebacks instead of one-line messages
     log: str = "auto"
     exit_code: int | None = None  # set when the command is done (help printed, bad flag)
 
 
-def load_config_file(spec: str):
-    """The ConfigDict of ``FILE.py[:ARG]`` (``get_config(ARG)``), as ``--config`` loads it."""
-    import importlib.util
-
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("bsjax_help_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
 def split_own_flags(command: str, argv: list[str], out: Callable[[str], None] = print) -> OwnFlags:
-    """Take ``--help``, ``--dry-run`` and ``--log=STYLE`` out of ``argv``.
+    """Take ``--help``, ``--dry-run``, ``--new-run``, ``--debug`` and ``--log=STYLE`` out of
+    ``argv``.
 
     ``--help`` prints :func:`config_help` (with the values of ``--config`` if
     given) and sets ``exit_code`` 0; a bad ``--log`` value prints one message
@@ -246,6 +244,10 @@ def split_own_flags(command: str, argv: list[str], out: Callable[[str], None] = 
             want_help = True
         elif arg in ("--dry-run", "--dry_run", "--dryrun"):
             options.dry_run = True
+        elif arg in ("--new-run", "--new_run"):
+            options.new_run = True
+        elif arg == "--debug":
+            options.debug = True
         elif arg.startswith("--log="):
             options.log = arg.split("=", 1)[1]
         else:
@@ -261,6 +263,8 @@ def split_own_flags(command: str, argv: list[str], out: Callable[[str], None] = 
         spec = next((a.split("=", 1)[1] for a in options.rest if a.startswith("--config=")), "")
         config = None
         if spec:
+            from bsjax.config.files import load_config_file
+
             try:
                 config = load_config_file(spec)
             except Exception as err:  # the help still lists the defaults

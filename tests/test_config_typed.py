@@ -55,6 +55,31 @@ def test_every_problem_is_listed_with_its_key_path():
     assert len(problems) == 6  # the five above and the missing stop
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            dict(optim=dict(warmup_tokens=10**9)),
+            "optim.warmup_tokens=1000000000 is longer than the run (train.max_steps=100",
+        ),
+        (
+            dict(batch=dict(table="0:16 1M:32")),
+            "batch.table='0:16 1M:32' is set but batch.schedule='constant' ignores it",
+        ),
+        (dict(train=dict(compile_workers=-3)), "train.compile_workers: must be >= 0"),
+    ],
+    ids=["warmup_longer_than_run", "table_without_table_schedule", "negative_workers"],
+)
+def test_settings_that_would_be_ignored_or_crash_are_refused(change, message):
+    c = base_config().to_dict()
+    c["train"]["max_steps"] = 100
+    for section, values in change.items():
+        c[section].update(values)
+    with pytest.raises(ConfigError) as info:
+        parse(c, num_devices=8)
+    assert any(p.startswith(message) for p in info.value.problems), info.value.problems
+
+
 def test_sections_are_frozen_and_read_like_the_config_dict():
     run = parse(_load("tiny_cpu.py", None), 8)
     assert run.batch.policy.noise_scale.ema == run.batch["policy"]["noise_scale"]["ema"]

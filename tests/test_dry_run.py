@@ -101,7 +101,7 @@ def test_dry_run_schedule_table_has_every_switch(tmp_path):
 
 def test_dry_run_of_a_sweep_lists_every_run_with_its_budget(tmp_path):
     from bsjax.cbs.sweep import plan_sweep
-    from bsjax.cli_help import load_config_file
+    from bsjax.config.files import load_config_file
 
     done = _bsjax(["sweep", f"--config={REPO}/configs/demo.py", "--dry-run"], tmp_path, devices=1)
     assert done.returncode == 0, done.stdout + done.stderr

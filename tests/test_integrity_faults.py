@@ -375,7 +375,7 @@ def test_each_bad_input_is_one_message_without_a_traceback(tmp_path, text_corpus
             ["train", f"--config={tiny}", f"--workdir={a_file}", *data],
             "is a file",
         ),
-        "binary file to fit-cbs": (["fit-cbs", str(binary)], "not UTF-8 text"),
+        "binary file to fit-cbs": (["fit-cbs", str(binary)], "is not a text CSV file"),
     }
     procs = {name: _cli(*args, cwd=th.REPO) for name, (args, _) in cases.items()}
     for name, proc in procs.items():

@@ -42,6 +42,25 @@ class BatchSection(Section):
     doubling_tokens: str = option(
         "", "schedule 'doubling': token counts at which B doubles, e.g. '1M 4M'"
     )
+
+    def check(self, path: str = "batch") -> list[str]:
+        """Keys of one schedule kind given while another kind is chosen: they would be ignored."""
+        used_by = dict(
+            table=("table",),
+            ramp_increment=("ramp",),
+            ramp_tokens=("ramp",),
+            ramp_end=("ramp",),
+            doubling_tokens=("doubling",),
+        )
+        problems = []
+        for key, kinds in used_by.items():
+            if self.schedule not in kinds and self[key] != BatchSection()[key]:
+                problems.append(
+                    f"{path}.{key}={self[key]!r} is set but {path}.schedule={self.schedule!r} "
+                    f"ignores it; set {path}.schedule={kinds[0]!r} or leave {path}.{key} out"
+                )
+        return problems
+
     micro_batch_per_device: int = option(16, "most sequences one device holds per micro-step")
     max_accum_steps: int = option(0, "most micro-steps per optimizer step (0: no limit)")
     lr_scaling: str = option(

@@ -187,6 +187,7 @@ class TrainSection(Section):
             problems += at_least(f"{path}.{key}", self[key], 1)
         problems += at_least(f"{path}.keep_checkpoints", self.keep_checkpoints, 1)
         problems += at_least(f"{path}.log_every", self.log_every, 1)
+        problems += at_least(f"{path}.compile_workers", self.compile_workers, 0, " (0: automatic)")
         return problems
 
 
@@ -272,6 +273,7 @@ def _combined_problems(run: RunConfig, num_devices: int | None) -> tuple[BatchPl
         return None, problems
     problems += run.mesh.device_problems(num_devices) if not run.mesh.check() else []
     t = run.train
+    problems += _warmup_problems(run)
     if t.eval_batch_size >= 1 and t.eval_batch_size % num_devices:
         problems.append(
             f"train.eval_batch_size={t.eval_batch_size} must be divisible by the "
@@ -297,6 +299,31 @@ def _combined_problems(run: RunConfig, num_devices: int | None) -> tuple[BatchPl
         problems += _batch_problems(err.problems)
         return None, problems
     return plan, problems
+
+
+def _warmup_problems(run: RunConfig) -> list[str]:
+    """A warmup longer than the run: the LR would never reach its peak."""
+    o, t = run.optim, run.train
+    problems = []
+    if o.total_tokens and o.warmup_tokens > o.total_tokens:
+        problems.append(
+            f"optim.warmup_tokens={o.warmup_tokens} is longer than optim.total_tokens="
+            f"{o.total_tokens}; the warmup must end inside the schedule"
+        )
+    if t.max_tokens and o.warmup_tokens > t.max_tokens:
+        problems.append(
+            f"optim.warmup_tokens={o.warmup_tokens} is longer than the run (train.max_tokens="
+            f"{t.max_tokens}); shorten the warmup or raise the limit"
+        )
+    if t.max_steps and not t.max_tokens and run.batch.schedule == "constant":
+        run_tokens = t.max_steps * run.batch.batch_size * run.model.ctx_len
+        if o.warmup_tokens > run_tokens:
+            problems.append(
+                f"optim.warmup_tokens={o.warmup_tokens} is longer than the run (train.max_steps="
+                f"{t.max_steps} steps of {run.batch.batch_size} x {run.model.ctx_len} = "
+                f"{run_tokens} tokens); shorten the warmup or raise the limit"
+            )
+    return problems
 
 
 def _batch_problems(problems: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ idles the device. It synchronises only where it must: at a batch-size switch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -117,10 +118,9 @@ class PreemptionFlag:
     def __enter__(self):
         # With several processes, a Ctrl-C on one of them cannot stop all at one step.
         for signum in () if self._multi else (signal.SIGTERM, signal.SIGINT):
-            try:
+            # Not in the main thread: no handler, so no preemption support.
+            with contextlib.suppress(ValueError):
                 self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: no handler, no preemption support
-                pass
         return self
 
     def _handle(self, signum, frame):
@@ -252,7 +252,9 @@ class Trainer:
         self.committed = pos
         self.metrics.write("event", pos.step, pos.examples, pos.tokens, event=CHECKPOINT_EVENT)
 
-    def _restore_or_init(self, restored: checkpoint_lib.Restored | None) -> tuple[Any, Position, int]:
+    def _restore_or_init(
+        self, restored: checkpoint_lib.Restored | None
+    ) -> tuple[Any, Position, int]:
         if restored is None:
             state = self.fns.init(jax.random.key(self.config.seed))
             return state, Position(), self.policy.initial_batch_size()

@@ -25,6 +25,7 @@ from bsjax.cbs.sweep.runs import (
     write_plan_files,
 )
 from bsjax.cbs.sweep.spec import SweepConfigError
+from bsjax.errors import EXIT_DIVERGED, EXIT_OK
 
 
 @dataclasses.dataclass
@@ -220,7 +221,7 @@ class _Sweep:
             self.preempted = True
             self.progress.finished(point.name, summary, self._started[point.name])
             return False
-        if returncode == 0 and status in FINAL_STATUSES:
+        if returncode in (EXIT_OK, EXIT_DIVERGED) and status in FINAL_STATUSES:
             self.trained.append(point.name)
             self.progress.finished(point.name, summary, self._started[point.name])
             return True
