@@ -158,15 +158,41 @@ def _run_config_command(name: str, config, workdir: str, options) -> int:
     run_config = parse(config, jax.device_count())  # once; below takes the RunConfig
     summary = train(run_config, workdir, new_run=options.new_run)
     status = summary.get("status")
-    print(f"status: {status}  steps: {summary.get('steps')}  tokens: {summary.get('tokens')}")
-    if summary.get("reason"):
-        print(f"reason:      {summary['reason']}")
+    for line in _end_screen(summary):
+        print(line)
     print(f"summary:     {os.path.join(workdir, 'summary.json')}")
     print(f"metrics:     {os.path.join(workdir, 'metrics.jsonl')}")
     if run_config.train.tensorboard:
         print(f"tensorboard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     print(f"report:      bsjax report {workdir}")
     return errors.exit_code_for_status(status)
+
+
+def _end_screen(summary: dict) -> list[str]:
+    """What a finished ``bsjax train`` prints about its run, before the file paths."""
+    from bsjax.console import duration, human_count
+
+    def loss(key: str) -> str:
+        value = summary.get(key)
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+    tokens = summary.get("tokens") or 0
+    lines = [
+        f"status: {summary.get('status')}  steps: {summary.get('steps')}  tokens: {tokens}",
+        f"  wall {duration(summary.get('wall_s') or 0)} (compile "
+        f"{duration(summary.get('compile_s') or 0)}), {human_count(tokens)} tokens",
+        f"  final eval loss {loss('final_eval_loss')}  EWA {loss('final_ewa_eval_loss')}  "
+        f"train loss {loss('final_train_loss')}",
+    ]
+    if summary.get("target_loss"):
+        reached = summary.get("steps_to_target")
+        lines.append(
+            f"  target {summary['target_loss']:g}: "
+            + (f"reached at step {reached}" if reached else "not reached")
+        )
+    if summary.get("reason"):
+        lines.append(f"reason:      {summary['reason']}")
+    return lines
 
 
 class _DropChatter(logging.Filter):

@@ -95,6 +95,19 @@ class BatchPolicy(abc.ABC):
         """An LR that replaces the schedule's after ``tokens`` tokens (None: no override)."""
         return None
 
+    def planned_schedule(self) -> Schedule | None:
+        """The sizes over the run when they are known before it starts (the trainer prefetches
+        and compiles in their order); None for a policy that decides from measurements."""
+        return None
+
+    # A policy that measures by training branches from the live state (the probe) sets
+    # this; the trainer then calls ``attach_prober`` with its branch runner.
+    wants_prober: bool = False
+
+    def attach_prober(self, prober: Any) -> None:
+        """Receive the trainer's branch runner (only called when ``wants_prober``)."""
+        raise TypeError(f"policy {type(self).__name__} does not use a prober")
+
     def maybe_decide(
         self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
     ) -> Decision | None:
@@ -119,6 +132,9 @@ class ScheduledPolicy(BatchPolicy):
 
     def initial_batch_size(self) -> int:
         return self.schedule.batch_size_at(0)
+
+    def planned_schedule(self) -> Schedule:
+        return self.schedule
 
     def candidate_sizes(self) -> list[int]:
         return self.schedule.sizes()

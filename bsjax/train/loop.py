@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from bsjax import config as config_lib
+from bsjax import console as console_lib
 from bsjax import model as model_lib
 from bsjax import optim, storage
 from bsjax.errors import RunFailure, describe_failure
@@ -221,12 +222,13 @@ class Trainer:
         self.compile_s = 0.0
         self.last_saved_step: int | None = None
         self.committed = Position()  # the newest checkpoint known to be on disk
-        self._tokens_now = 0
         self.metrics: metrics_lib.MetricsLog | None = None
         self.checkpointer: checkpoint_lib.Checkpointer | None = None
         self.executables: executables_lib.Executables | None = None
         self.feeder: feed_lib.BatchFeeder | None = None
         self.lock: lock_lib.RunLock | None = None
+        self.console = console_lib.console() if self.is_main else None
+        self._bar: console_lib.Progress | None = None
 
     # ----------------------------------------------------------------- set-up
     def _open_checkpoints(self) -> checkpoint_lib.Restored | None:
@@ -334,6 +336,8 @@ class Trainer:
 
     def _log_compile(self, what: str, seconds: float, pos: Position, **extra):
         self.compile_s += seconds
+        shape = f" K={extra['K']} M={extra['M']}" if "K" in extra else ""
+        self._show(f"compiled {what}{shape} in {seconds:.1f}s")
         self.metrics.write(
             "compile",
             pos.step,
@@ -361,7 +365,7 @@ class Trainer:
 
     def _expected_next_size(self, pos: Position, batch_size: int) -> int:
         """The batch size the next step will most likely use, for prefetching its batch."""
-        schedule = getattr(self.policy, "schedule", None)
+        schedule = self.policy.planned_schedule()
         if schedule is None:
             return batch_size
         return self.plan.resolve(schedule.batch_size_at(pos.tokens))
@@ -382,27 +386,24 @@ class Trainer:
             seed=self.config.seed,
             policy=self.policy.state_dict(),
         )
-        self.lock.check()  # a run that lost its folder to another must not save into it
+        if self.lock is not None:  # a run that lost its folder to another must not save in it
+            self.lock.check()
         self.metrics.flush()  # the ledger up to this step is durable before its checkpoint
         self.checkpointer.save(pos.step, state, meta)
         self.last_saved_step = pos.step
 
-    def _console(self, pos: Position, batch_size: int, loss: float, step_time: float) -> None:
-        """One progress line: step, batch, loss, throughput and, with a step limit, the ETA."""
-        if not self.is_main:
+    def _show(self, text: str) -> None:
+        """One line on the console (process 0 only), above the progress bar."""
+        if self.console is not None:
+            self.console.line(text)
+
+    def _show_progress(self, pos: Position, batch_size: int, loss: float, step_time: float):
+        if self._bar is None:
             return
-        t = self.config.train
-        eta = ""
-        if t.max_steps:
-            eta = f"  ETA {(t.max_steps - pos.step) * step_time:.0f}s"
-        log.info(
-            "step %d%s  B=%d  loss %.4f  %.0f tokens/s%s",
+        tokens_per_s = batch_size * self.ctx_len / max(step_time, 1e-9)
+        self._bar.update(
             pos.step,
-            f"/{t.max_steps}" if t.max_steps else "",
-            batch_size,
-            loss,
-            batch_size * self.ctx_len / max(step_time, 1e-9),
-            eta,
+            f"B={batch_size}  loss {loss:.4f}  {console_lib.human_count(tokens_per_s)} tok/s",
         )
 
     def _write_switch(self, pending: PendingSwitch) -> None:
@@ -419,6 +420,12 @@ class Trainer:
             steady_step_s=round(steady, 5),
             stall_s=round(pending.first_time - steady, 5),
             stall_ratio=round(pending.first_time / steady, 4) if steady else math.nan,
+        )
+        self._show(
+            f"switch at step {line['step']}: B {line['old_batch_size']} -> "
+            f"{line['new_batch_size']} (K x M {line['old_K']}x{line['old_M']} -> "
+            f"{line['new_K']}x{line['new_M']}), {line['reason']}, first step "
+            f"{line['stall_ratio']:.2f}x a steady one"
         )
         self.metrics.write(
             "switch", line.pop("step"), line.pop("examples"), line.pop("tokens"), **line
@@ -456,9 +463,8 @@ class Trainer:
         """
         created = not self.workdir.exists()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.lock = lock_lib.RunLock(str(self.workdir))
         try:
-            self.lock.acquire()
+            self._take_lock()
             with jax.set_mesh(self.mesh):
                 restored = self._open_checkpoints()
         except BaseException:
@@ -483,14 +489,37 @@ class Trainer:
             self._close()
             self._release(created=False)
 
+    def _take_lock(self) -> None:
+        """Process 0 takes the folder's lock; every process refuses if it could not."""
+        refusal = None
+        if self.is_main:
+            self.lock = lock_lib.RunLock(str(self.workdir))
+            try:
+                self.lock.acquire()
+            except lock_lib.WorkdirBusyError as err:
+                self.lock, refusal = None, err
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            refused = multihost_utils.broadcast_one_to_all(np.int32(refusal is not None))
+            if refused and refusal is None:
+                refusal = lock_lib.WorkdirBusyError(
+                    f"{self.workdir} is in use by another run (process 0 says which)"
+                )
+        if refusal is not None:
+            raise refusal
+
     def _release(self, created: bool) -> None:
         """Give the lock back; remove the folder if this start created it and left it empty."""
-        self.lock.release()
-        if created and self.workdir.exists() and not any(self.workdir.iterdir()):
+        if self.lock is not None:
+            self.lock.release()
+        if created and self.is_main and self.workdir.exists() and not any(self.workdir.iterdir()):
             self.workdir.rmdir()
 
     def _close(self) -> None:
         """Stop the background work and flush the records; a failure here is only logged."""
+        if self._bar is not None:
+            self._bar.close()
         for part in (self.executables, self.feeder, self.checkpointer, self.metrics):
             if part is None:
                 continue
@@ -552,11 +581,21 @@ class Trainer:
         self.feeder = feed_lib.BatchFeeder(self.corpus.train.read, self.seq_len, self.mesh, id_log)
         self._eval_exe, self._eval_data = self._eval_batches()
         self.prober = None
-        if hasattr(self.policy, "attach_prober"):
+        if self.policy.wants_prober:
             from bsjax.train.probe import BranchProber
 
-            self.prober = BranchProber(self, self._eval_loss)
+            self.prober = BranchProber(
+                self.plan,
+                self.executables,
+                self.feeder.assemble,
+                self._hparams,
+                self._eval_loss,
+                self.ctx_len,
+            )
             self.policy.attach_prober(self.prober)
+        if self.console is not None:
+            self._bar = self.console.progress("train", total=t.max_steps or None, unit="steps")
+            self._bar.update(run.pos.step)
         self._report = metrics_lib.progress_reporter(
             t.max_steps or None, self.metrics.writer(), t.log_every
         )
@@ -578,12 +617,12 @@ class Trainer:
     def _decide(self, run: LoopState) -> bool:
         """Ask the policy for this step's size and switch to it; False if a read step diverged."""
         pos = run.pos
-        self._tokens_now = pos.tokens
         probing = self.prober is not None and self.policy.is_decision_point(pos.step, pos.tokens)
         if probing:
             if not self._read_in_flight(run):
                 return False
             self.prober.state, self.prober.examples = run.state, pos.examples
+            self.prober.tokens = pos.tokens
         decision = self.policy.maybe_decide(pos.step, pos.tokens, run.batch_size, run.last_metrics)
         if self.prober is not None:
             self.prober.state = None
@@ -726,7 +765,7 @@ class Trainer:
             tokens_per_s=round(B * self.ctx_len / max(step_time, 1e-9), 1),
             **self.policy.metrics_to_log(),
         )
-        self._console(done.pos, B, metrics["loss"], step_time)
+        self._show_progress(done.pos, B, metrics["loss"], step_time)
 
     def _evaluate(self, run: LoopState) -> float:
         """Eval loss of the raw and the EWA parameters on the fixed validation batches;
@@ -742,6 +781,11 @@ class Trainer:
             eval_loss=loss,
             ewa_eval_loss=ewa_loss,
             batch_size=run.batch_size,
+        )
+        target = self.config.train.target_loss
+        self._show(
+            f"eval at step {pos.step} ({console_lib.human_count(pos.tokens)} tokens): loss "
+            f"{loss:.4f}  EWA {ewa_loss:.4f}" + (f"  (target {target:g})" if target > 0 else "")
         )
         run.results.update(final_eval_loss=loss, final_ewa_eval_loss=ewa_loss)
         run.last_metrics.update(eval_loss=loss, ewa_eval_loss=ewa_loss)

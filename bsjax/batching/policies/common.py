@@ -1,4 +1,4 @@
-"""What the adaptive policies share: a size ladder, a base class with optional hooks,
+"""What the adaptive policies share: a size ladder, a base class with a state check,
 state checks on resume, and a fixed table behind the policy interface with its own reason."""
 
 from __future__ import annotations
@@ -15,29 +15,9 @@ from bsjax.batching.schedules import Schedule
 
 
 class PolicyBase(BatchPolicy):
-    """A ``BatchPolicy`` with the optional hooks every policy of this package offers.
-
-    The trainer may call, besides the ``BatchPolicy`` protocol:
-      - ``metrics_to_log()``: quantities measured at the latest step (for the
-        "train" lines of metrics.jsonl), e.g. the gradient noise scale;
-      - ``summary()``: cumulative figures for summary.json, e.g. branch compute;
-      - ``lr_override(tokens)``: an LR that replaces the LR schedule's value
-        (None: follow the schedule).
-    """
+    """A ``BatchPolicy`` with a one-line description and the state check on resume."""
 
     kind = "policy"
-
-    def metrics_to_log(self) -> dict[str, float]:
-        """Latest measured quantities (empty by default)."""
-        return {}
-
-    def summary(self) -> dict[str, float]:
-        """Cumulative figures for the run summary (empty by default)."""
-        return {}
-
-    def lr_override(self, tokens: int) -> float | None:
-        """The LR to use after ``tokens`` tokens instead of the schedule's (None: no override)."""
-        return None
 
     def describe(self) -> str:
         """One line for logs."""

@@ -86,6 +86,7 @@ class ProbePolicy(PolicyBase):
     """Doubles the batch when a branched probe measures a CBS above ``cbs_over * B``."""
 
     kind = "probe"
+    wants_prober = True
 
     def __init__(
         self,
