@@ -35,9 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from bench_common import measure_read
 
 from bsjax import model as model_lib
 from bsjax.data import default_data_config, load
@@ -144,17 +144,6 @@ def measure_prepare(corpus, work, tokenizer, tokenizer_path, workers, ctx):
     for manifest in cache.glob("tokens/*/manifest.json"):
         tokens += json.loads(manifest.read_text())["num_tokens"]
     return data, tokens, seconds
-
-
-def measure_read(stream, rows_per_call=256, seconds=3.0):
-    """Consecutive global ids, as the loop reads them (each epoch shuffled), from id 0."""
-    total = base = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        batch = stream.read(np.arange(base, base + rows_per_call))
-        total += batch.size
-        base += rows_per_call
-    return total / (time.perf_counter() - start), base / stream.num_sequences
 
 
 def consumption_151m(ctx: int) -> tuple[float, dict, float]:

@@ -2,9 +2,9 @@
 
 The pipeline is bsjax's own path: example ids -> ExampleStream.read (shuffled,
 packed, memory-mapped) -> sharded global batch on the devices. Both rates are
-measured in this process for the same batch shape; a ratio above 1 means the
-pipeline keeps the step fed (the loop also assembles the next batch in a
-background thread while the step runs).
+measured in this process for the same batch shape (bench_common.measure_step);
+a ratio above 1 means the pipeline keeps the step fed (the loop also assembles
+the next batch in a background thread while the step runs).
 
   python experiments/benchmarks/data_throughput.py
   python experiments/benchmarks/data_throughput.py --preset 151M --batch 64 --ctx 512 --dtype bfloat16
@@ -13,14 +13,8 @@ background thread while the step runs).
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
 
-import jax
-from bench_common import device_summary, run_config, timed_steps
-
-from bsjax.train import step as step_lib
-from bsjax.train.loop import Trainer
+from bench_common import device_summary, measure_step
 
 
 def main():
@@ -33,43 +27,36 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batches", type=int, default=200, help="batches the pipeline assembles")
     args = p.parse_args()
-    micro = args.micro or max(1, args.batch // jax.device_count())
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = run_config(args.preset, args.batch, args.ctx, 1, args.dtype, micro, f"{tmp}/xla")
-        trainer = Trainer(cfg, f"{tmp}/run")
-        trainer.run()  # one step: builds the corpus, compiles the bucket
-        bucket = trainer.plan.bucket(args.batch)
-
-        # Pipeline: fresh example ranges every time (no reuse), across epoch boundaries.
-        n = trainer.corpus.train.num_sequences
-        start = time.perf_counter()
-        offset = 0
-        for _ in range(args.batches):
-            batch, _ = trainer.feeder.assemble(offset, bucket.K, bucket.M)
-            offset += args.batch
-        jax.block_until_ready(batch)
-        pipe_s = (time.perf_counter() - start) / args.batches
-
-        exe = trainer.executables.get(bucket.K, bucket.M)
-        hp = step_lib.hparams_array(1e-3, 0.99, 0.99)
-        state = [trainer.fns.init(jax.random.key(0))]
-
-        def step():
-            state[0], metrics = exe(state[0], batch, hp)
-            return metrics
-
-        step_s = timed_steps(step, args.steps)
-
-    tokens = args.batch * args.ctx
+    m = measure_step(
+        args.preset,
+        args.batch,
+        args.ctx,
+        dtype=args.dtype,
+        micro_per_device=args.micro,
+        steps=args.steps,
+        warmup=1,
+        pipeline_batches=args.batches,
+    )
+    pipe = m.pipeline
+    step_tokens_per_s = m.tokens_per_step / m.bare_step_s
     print(f"device: {device_summary()}")
     print(
-        f"corpus: {n} train sequences of {args.ctx + 1} tokens; {args.batches} batches read "
-        f"({offset / n:.2f} epochs)"
+        f"corpus: {pipe['train_sequences']} train sequences of {args.ctx + 1} tokens; "
+        f"{args.batches} batches read ({pipe['assemble_epochs']:.2f} epochs)"
     )
-    print(f"input pipeline : {tokens / pipe_s:14.0f} tokens/s ({pipe_s * 1e3:.3f} ms/batch)")
-    print(f"train step     : {tokens / step_s:14.0f} tokens/s ({step_s * 1e3:.3f} ms/step)")
-    print(f"ratio pipeline/step: {step_s / pipe_s:.1f}  (> 1: the step never waits for data)")
+    print(f"stream reads   : {pipe['read_tokens_per_s']:14.0f} tokens/s")
+    print(
+        f"input pipeline : {pipe['assemble_tokens_per_s']:14.0f} tokens/s "
+        f"({pipe['assemble_batch_s'] * 1e3:.3f} ms/batch)"
+    )
+    print(
+        f"train step     : {step_tokens_per_s:14.0f} tokens/s ({m.bare_step_s * 1e3:.3f} ms/step)"
+    )
+    print(
+        f"ratio pipeline/step: {pipe['assemble_tokens_per_s'] / step_tokens_per_s:.1f}  "
+        "(> 1: the step never waits for data)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,15 +14,11 @@ ratio of the two tokens/s is printed (bsjax's loop against no loop at all).
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import jax
-import numpy as np
-from bench_common import device_summary, run_config, timed_steps, train_lines
+from bench_common import device_summary, measure_step
 
 from bsjax import model as model_lib
-from bsjax.train import step as step_lib
-from bsjax.train.loop import Trainer
 
 PEAK_BF16_TFLOPS = {
     "H100": 989.0,
@@ -34,12 +30,31 @@ PEAK_BF16_TFLOPS = {
     "TPU v6 lite": 918.0,
 }
 
+FLOPS_FORMULA = (
+    "FLOPs/token = 6 * matmul params (attention, MLP, output projection) "
+    "+ 12 * n_layers * ctx * d_model (attention scores and values, causal mask not halved)"
+)
+MFU_FORMULA = "MFU = FLOPs/token * tokens/s / (devices * peak dense bf16 FLOP/s)"
+
 
 def peak_tflops(kind: str) -> float | None:
+    """Published dense bf16 peak TFLOP/s of one device of ``kind``; None if unknown."""
     for name, tflops in PEAK_BF16_TFLOPS.items():
         if name.lower() in kind.lower():
             return tflops
     return None
+
+
+def achieved_tflops(tokens_per_s: float, model_cfg) -> float:
+    """TFLOP/s the step performs at ``tokens_per_s`` (FLOPS_FORMULA)."""
+    return tokens_per_s * model_lib.flops_per_token(model_cfg) / 1e12
+
+
+def mfu(tokens_per_s: float, model_cfg, peak_per_device: float | None, devices: int):
+    """Model FLOPs utilisation (MFU_FORMULA), or None without a peak."""
+    if not peak_per_device:
+        return None
+    return achieved_tflops(tokens_per_s, model_cfg) / (peak_per_device * devices)
 
 
 def main():
@@ -60,58 +75,40 @@ def main():
         help="model vocabulary (0: the byte tokenizer's 257; the paper's is 50280)",
     )
     args = p.parse_args()
-    micro = args.micro or max(1, args.batch // jax.device_count())
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = run_config(
-            args.preset,
-            args.batch,
-            args.ctx,
-            args.warmup + args.steps,
-            args.dtype,
-            micro,
-            workdir_cache=f"{tmp}/xla",
-        )
-        cfg.model.vocab_size = args.vocab
-        cfg.model.attention = args.attention
-        trainer = Trainer(cfg, f"{tmp}/run")
-        trainer.run()
-        lines = [l for l in train_lines(f"{tmp}/run") if l["step"] > args.warmup]
-        loop_s = float(np.mean([l["step_time_s"] for l in lines]))
-        bucket = trainer.plan.bucket(args.batch)
-        exe = trainer.executables.get(bucket.K, bucket.M)
-        batch, _ = trainer.feeder.assemble(0, bucket.K, bucket.M)
-        hp = step_lib.hparams_array(1e-3, 0.99, 0.99)
-        state = [trainer.fns.init(jax.random.key(0))]
-
-        def bare_step():
-            state[0], metrics = exe(state[0], batch, hp)
-            return metrics
-
-        bare_s = timed_steps(bare_step, args.steps)
-        model_cfg = trainer.model_cfg
-
-    tokens_per_step = args.batch * args.ctx
-    flops_per_token = model_lib.flops_per_token(model_cfg)
+    m = measure_step(
+        args.preset,
+        args.batch,
+        args.ctx,
+        dtype=args.dtype,
+        micro_per_device=args.micro,
+        steps=args.steps,
+        warmup=args.warmup,
+        attention=args.attention,
+        vocab_size=args.vocab,
+    )
     kind = jax.devices()[0].device_kind
     peak = args.peak_tflops or peak_tflops(kind)
-    counts = model_lib.count_params(model_cfg)
+    counts = model_lib.count_params(m.model_cfg)
+    flops_per_token = model_lib.flops_per_token(m.model_cfg)
     print(f"device: {device_summary()}")
     print(
         f"model {args.preset}: {counts['non_embedding'] / 1e6:.1f}M non-embedding params, "
-        f"vocab {model_cfg.vocab_size}, ctx {args.ctx}, {args.dtype}; batch {args.batch} "
-        f"(K={bucket.K}, M={bucket.M}); {flops_per_token / 1e9:.3f} GFLOP/token"
+        f"vocab {m.model_cfg.vocab_size}, ctx {args.ctx}, {args.dtype}; batch {args.batch} "
+        f"(K={m.config['K']}, M={m.config['M']}); {flops_per_token / 1e9:.3f} GFLOP/token"
     )
-    for name, seconds in (("bsjax loop", loop_s), ("bare jit  ", bare_s)):
-        tps = tokens_per_step / seconds
-        achieved = tps * flops_per_token / 1e12
+    print(FLOPS_FORMULA)
+    for name, seconds in (("bsjax loop", m.loop_step_s), ("bare jit  ", m.bare_step_s)):
+        tps = m.tokens_per_step / seconds
         line = (
-            f"{name}: {seconds * 1e3:9.2f} ms/step  {tps:12.0f} tokens/s  {achieved:8.2f} TFLOP/s"
+            f"{name}: {seconds * 1e3:9.2f} ms/step  {tps:12.0f} tokens/s  "
+            f"{achieved_tflops(tps, m.model_cfg):8.2f} TFLOP/s"
         )
-        if peak:
-            line += f"  MFU {achieved / (peak * jax.device_count()):6.1%}"
+        utilisation = mfu(tps, m.model_cfg, peak, jax.device_count())
+        if utilisation is not None:
+            line += f"  MFU {utilisation:6.1%}"
         print(line)
-    print(f"ratio bsjax/bare tokens/s: {bare_s / loop_s:.4f}")
+    print(f"ratio bsjax/bare tokens/s: {m.bare_step_s / m.loop_step_s:.4f}")
     if not peak:
         print(f"(peak FLOP/s of '{kind}' unknown: pass --peak-tflops for MFU)")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark figures of the README on one GPU: MFU of the paper's 151M and 1.2B
 # at context 512 in bf16 (vocabulary 50280), loop overhead, input pipeline, switch stall.
-#   bash experiments/benchmarks/run_gpu.sh [part ...]     parts: mfu overhead data stall
+#   bash experiments/benchmarks/run_gpu.sh [part ...]     parts: mfu overhead data stall all
 set -euo pipefail
 cd "$(dirname "$0")"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
@@ -22,10 +22,13 @@ for part in ${parts[*]}; do
       CUDA_MODULE_LOADING=EAGER python3 switch_stall.py --preset 85M --ctx 512 --dtype bfloat16 \
         --sizes 16,32,64,128 --micro 32 --first-steps 300 --steps 15
       ;;
+    all)  # every section in one JSON + markdown table: 85M-1.2B x ctx 512, 2048 x K 1, 2, 4, 8
+      (cd ../.. && python3 -m experiments.benchmarks.run)
+      ;;
     mfu-cudnn)
       python3 mfu.py --preset 151M --ctx 512 --dtype bfloat16 --vocab 50280 --batch 64 --micro 64 \
         --attention cudnn
       ;;
-    *) echo "unknown part $part (mfu mfu-cudnn overhead data stall)" >&2; exit 2 ;;
+    *) echo "unknown part $part (mfu mfu-cudnn overhead data stall stall-eager all)" >&2; exit 2 ;;
   esac
 done

@@ -61,27 +61,41 @@ def config_for(args, workdir_cache: str):
     return c
 
 
-def run_bsjax(args) -> list[dict]:
+def run_bsjax(args) -> dict:
+    """One bsjax run of the schedule: its ``switch`` lines and its train-step ``compile`` lines."""
     from bsjax.train.loop import train
+    from bsjax.train.metrics import read_run_metrics
 
     with tempfile.TemporaryDirectory() as tmp:
         train(config_for(args, args.cache_dir), f"{tmp}/run")
-        from bsjax.train.metrics import read_run_metrics
-
         lines = read_run_metrics(f"{tmp}/run")
-    return [
+    switches = [
         dict(
             old=l["old_batch_size"],
             new=l["new_batch_size"],
             first_s=l["first_step_s"],
             steady_s=l["steady_step_s"],
+            stall_ratio=l["stall_ratio"],
+            step=l["step"],
         )
         for l in lines
         if l["kind"] == "switch"
     ]
+    compiles = [
+        dict(
+            executable=l["executable"],
+            K=l.get("K"),
+            M=l.get("M"),
+            batch_size=l.get("batch_size"),
+            seconds=l["seconds"],
+        )
+        for l in lines
+        if l["kind"] == "compile"
+    ]
+    return dict(switches=switches, compiles=compiles)
 
 
-def run_plain(args) -> list[dict]:
+def run_plain(args) -> dict:
     """The same step and data with one jax.jit that re-traces at each new shape."""
     import jax
 
@@ -123,10 +137,59 @@ def run_plain(args) -> list[dict]:
                         new=size,
                         first_s=times[0],
                         steady_s=statistics.median(times[1:]),
+                        stall_ratio=times[0] / statistics.median(times[1:]),
                     )
                 )
         feeder.close()
-    return results
+    return dict(switches=results, compiles=[])
+
+
+VARIANTS = (("plain", "plain"), ("bsjax-cold", "bsjax"), ("bsjax-warm", "bsjax"))
+
+
+def variant_options(
+    preset: str,
+    ctx: int,
+    dtype: str,
+    sizes: list[int],
+    micro: int,
+    first_steps: int,
+    steps: int,
+) -> list[str]:
+    """The command-line options of a child run of this script."""
+    return [
+        f"--preset={preset}",
+        f"--ctx={ctx}",
+        f"--dtype={dtype}",
+        f"--sizes={','.join(str(s) for s in sizes)}",
+        f"--micro={micro}",
+        f"--first-steps={first_steps}",
+        f"--steps={steps}",
+    ]
+
+
+def run_variant(variant: str, options: list[str], cache_dir: str) -> dict:
+    """Run one variant ("plain" or "bsjax") in a fresh process; its switches and compiles.
+
+    Raises:
+      RuntimeError with the end of the child's stderr if it failed.
+    """
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "switch_stall.py"),
+            f"--variant={variant}",
+            f"--cache-dir={cache_dir}",
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    result_lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+    if out.returncode or not result_lines:
+        raise RuntimeError(f"{variant} run failed:\n{out.stderr[-3000:]}")
+    return json.loads(result_lines[-1][len("RESULT ") :])
 
 
 def main():
@@ -148,38 +211,29 @@ def main():
     args = p.parse_args()
 
     if args.variant:  # a child process: run one variant, print its switches as JSON
+        from bench_common import hide_tensorflow_if_asked
+
+        hide_tensorflow_if_asked()
         result = run_plain(args) if args.variant == "plain" else run_bsjax(args)
         print("RESULT " + json.dumps(result))
         return
 
-    passthrough = [
-        f"--preset={args.preset}",
-        f"--ctx={args.ctx}",
-        f"--dtype={args.dtype}",
-        f"--sizes={args.sizes}",
-        f"--micro={args.micro}",
-        f"--first-steps={args.first_steps}",
-        f"--steps={args.steps}",
-    ]
+    options = variant_options(
+        args.preset,
+        args.ctx,
+        args.dtype,
+        [int(x) for x in args.sizes.split(",")],
+        args.micro,
+        args.first_steps,
+        args.steps,
+    )
     rows = {}
     with tempfile.TemporaryDirectory() as cache:
-        for name, variant in (("plain", "plain"), ("bsjax-cold", "bsjax"), ("bsjax-warm", "bsjax")):
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    f"--variant={variant}",
-                    f"--cache-dir={cache}",
-                    *passthrough,
-                ],
-                capture_output=True,
-                text=True,
-                env=dict(os.environ),
-            )
-            result_lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-            if out.returncode or not result_lines:
-                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
-            rows[name] = json.loads(result_lines[-1][len("RESULT ") :])
+        for name, variant in VARIANTS:
+            try:
+                rows[name] = run_variant(variant, options, cache)["switches"]
+            except RuntimeError as err:
+                sys.exit(f"{name}: {err}")
 
     import jax
 
@@ -193,10 +247,10 @@ def main():
         cells = []
         for name in rows:
             r = rows[name][i]
-            cells.append(f"{r['first_s'] / r['steady_s']:8.2f} ({r['first_s']:8.3f}s)")
+            cells.append(f"{r['stall_ratio']:8.2f} ({r['first_s']:8.3f}s)")
         print(f"{sw['old']:>5} -> {sw['new']:<4} | " + " | ".join(f"{c:>22}" for c in cells))
     for name in rows:
-        worst = max(r["first_s"] / r["steady_s"] for r in rows[name])
+        worst = max(r["stall_ratio"] for r in rows[name])
         print(
             f"worst ratio {name:>10}: {worst:.2f}" + ("  (aim <= 1.5)" if "bsjax" in name else "")
         )
