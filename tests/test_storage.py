@@ -299,3 +299,49 @@ def test_analyze_reads_a_sweep_on_gcs_and_writes_its_report_there(
     assert figures and figures == sorted(
         p.name for p in (local / "report").iterdir() if p.name.endswith(".png")
     )
+
+
+@pytest.mark.slow
+def test_train_kill_resume_on_gcs_ends_bitwise_as_a_local_run(
+    gcs_emulator,  # noqa: F811
+    tmp_path,
+    text_corpus,
+    data_caches,
+    no_local_scheme_folders,
+):
+    """A run on gs:// killed with SIGKILL after a checkpoint resumes to the local run's params."""
+    import signal
+    import subprocess
+    import time
+
+    import train_helpers as th
+
+    from bsjax.train.checkpoint import steps_on_disk
+    from bsjax.train.loop import train
+
+    local = train(th.config(text_corpus, data_caches), tmp_path / "local")
+    run = gcs_emulator.url_of("runs", "killed")
+    proc = subprocess.Popen(
+        th.cli_command(run, text_corpus, data_caches, train__max_steps=200),
+        env=th.cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not steps_on_disk(f"{run}/checkpoints"):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert steps_on_disk(f"{run}/checkpoints"), "no checkpoint reached the bucket"
+
+    resumed = train(th.config(text_corpus, data_caches), run)
+    assert resumed["status"] == "max_steps" and resumed["steps"] == 12
+    assert resumed["params_sha256"] == local["params_sha256"]
+    starts = [l["start"] for l in th.metric_lines(run, "resume")]
+    assert starts[0] == "new" and starts[-1] == "resume"
+    assert [l["step"] for l in th.metric_lines(run, "train")] == list(range(1, 13))

@@ -315,7 +315,8 @@ def _warmup_problems(run: RunConfig) -> list[str]:
             f"optim.warmup_tokens={o.warmup_tokens} is longer than the run (train.max_tokens="
             f"{t.max_tokens}); shorten the warmup or raise the limit"
         )
-    if t.max_steps and not t.max_tokens and run.batch.schedule == "constant":
+    # A run with a target loss stops there; its max_steps is a cap, not its length.
+    if t.max_steps and not t.max_tokens and not t.target_loss and run.batch.schedule == "constant":
         run_tokens = t.max_steps * run.batch.batch_size * run.model.ctx_len
         if o.warmup_tokens > run_tokens:
             problems.append(

@@ -248,12 +248,18 @@ class Checkpointer:
 
 
 def steps_on_disk(directory: str | Path) -> list[int]:
-    """Steps of the committed checkpoints under ``directory``, read without orbax (which
-    would create the folder): step folders named by their number."""
+    """Steps of the committed checkpoints under ``directory``, read without a
+    CheckpointManager (which would create the folder): finalized step folders."""
     path = storage.as_path(directory)
     if not path.is_dir():
         return []
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+    # On object storage orbax writes a step in place and marks it done with a commit
+    # file; locally it renames a temporary folder. is_checkpoint_finalized knows both.
+    return sorted(
+        int(p.name)
+        for p in path.iterdir()
+        if p.name.isdigit() and p.is_dir() and ocp.step.is_checkpoint_finalized(p)
+    )
 
 
 def _json_default(value: Any) -> Any:
