@@ -84,11 +84,23 @@ def _config_command(name: str, argv: list[str]) -> int:
         print(f"bsjax {name}: {err}", file=sys.stderr)
         return errors.EXIT_BAD_INPUT
     flags_ = flags.FLAGS
-    config_flags.DEFINE_config_file(
-        "config", None, "Config file (configs/FILE.py[:ARG]).", lock_config=True
-    )
+    spec = _flag_value(argv, "config") or ""
+    if spec.endswith(".json"):  # a run's resolved config.json: reruns exactly that run
+        from bsjax.config.files import load_config_file
+
+        argv = [a for a in argv if not a.startswith("--config=")]
+        config_flags.DEFINE_config_dict(
+            "config", load_config_file(spec), lock_config=True, sys_argv=[name, *argv]
+        )
+    else:
+        config_flags.DEFINE_config_file(
+            "config", None, "Config file (configs/FILE.py[:ARG]).", lock_config=True
+        )
     flags.DEFINE_string("workdir", None, "Folder of the run (or sweep); resumed if it exists.")
-    flags.mark_flags_as_required(["config"] if options.dry_run else ["config", "workdir"])
+    required = ["workdir"] if not options.dry_run else []
+    if not spec.endswith(".json"):
+        required.append("config")
+    flags.mark_flags_as_required(required)
     result = {}
 
     def main(_):

@@ -53,3 +53,23 @@ def test_resume_skips_a_checkpoint_that_does_not_restore(
     assert (part / "quarantined_checkpoints").is_dir()  # kept for a post-mortem, not deleted
     assert th.metric_lines(part, "resume")[-1]["checkpoint_step"] == 4
     assert resumed["params_sha256"] == full["params_sha256"]
+
+
+def test_config_json_of_a_run_reruns_exactly_that_run(tmp_path, text_corpus, data_caches):
+    import subprocess
+
+    first = train(th.config(text_corpus, data_caches, train__max_steps=4), tmp_path / "first")
+    proc = subprocess.run(
+        [
+            *th.cli_command(tmp_path / "again", text_corpus, data_caches)[:4],
+            f"--config={tmp_path / 'first' / 'config.json'}",
+            f"--workdir={tmp_path / 'again'}",
+        ],
+        env=th.cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = th.summary(tmp_path / "again")
+    assert again["steps"] == 4 and again["params_sha256"] == first["params_sha256"]

@@ -1,4 +1,5 @@
-"""Config files (``configs/FILE.py[:ARG]``) and their ``--config.KEY=VALUE`` overrides.
+"""Config files (``configs/FILE.py[:ARG]``, or a run's ``config.json``) and their
+``--config.KEY=VALUE`` overrides.
 
 ``ml_collections.config_flags`` loads the file for absl; ``check_command_line``
 runs first and turns what would be a flag-parsing traceback (no such file, a
@@ -9,6 +10,7 @@ config lacks) into one ``ConfigFileError`` naming the fix.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Sequence
 
@@ -34,6 +36,8 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     a file without ``get_config``, or ``get_config`` refusing the argument.
     """
     path, arg = split_spec(spec)
+    if path.endswith(".json") and os.path.isfile(path):
+        return _load_run_json(spec, path)
     if not os.path.isfile(path):
         where = "is a folder" if os.path.isdir(path) else "does not exist"
         raise ConfigFileError(
@@ -62,6 +66,17 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     except (ValueError, KeyError, TypeError) as err:  # the file's own check of its argument
         message = err.args[0] if err.args else str(err)
         raise ConfigFileError(f"--config={spec}: {message}") from None
+
+
+def _load_run_json(spec: str, path: str) -> ml_collections.ConfigDict:
+    """A run folder's config.json (every value resolved) as the ConfigDict that reruns it."""
+    try:
+        values = json.loads(open(path, encoding="utf-8").read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigFileError(f"--config={spec}: {path} is not JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigFileError(f"--config={spec}: {path} holds no JSON object")
+    return ml_collections.ConfigDict(values)
 
 
 def _has_key(config: ml_collections.ConfigDict, dotted: str) -> bool:

@@ -815,6 +815,8 @@ class Trainer:
             "event", pos.step, pos.examples, pos.tokens, event="stopped", status=status
         )
         self._write_summary(status, pos, extra)
+        if self._bar is not None:
+            self._bar.update(pos.step, self._bar.extra)
         if self.is_main:
             return json.loads((self.workdir / "summary.json").read_text())
         return dict(
