@@ -105,6 +105,8 @@ def test_dir_resolution_order(monkeypatch, tmp_path):
     assert resolve_data_dir(cfg) == tmp_path / "env"
     cfg.data_dir = str(tmp_path / "key")
     assert resolve_data_dir(cfg) == tmp_path / "key"  # the config key wins over the env
+    cfg.cache_dir = "gs://bucket/caches/packed"
+    assert resolve_cache_dir(cfg) == "gs://bucket/caches/packed"  # a URL is kept whole
 
 
 def test_a_dataclass_with_the_same_fields_validates_like_the_config_dict():

@@ -193,13 +193,16 @@ def validate_data_config(data_cfg) -> list[str]:
     return problems
 
 
-def resolve_data_dir(data_cfg) -> Path:
+def _local_or_url(chosen: str) -> Path | str:
+    """A local folder as an expanded Path; a URL (gs://...) unchanged (a Path would cut it)."""
+    return chosen if "://" in str(chosen) else Path(chosen).expanduser()
+
+
+def resolve_data_dir(data_cfg) -> Path | str:
     """TFDS data dir: the config key, else $BSJAX_DATA_DIR, else the default."""
-    chosen = data_cfg.data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser()
+    return _local_or_url(data_cfg.data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
-def resolve_cache_dir(data_cfg) -> Path:
-    """Packed-token cache dir: the config key, else $BSJAX_CACHE_DIR, else the default."""
-    chosen = data_cfg.cache_dir or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
-    return Path(chosen).expanduser()
+def resolve_cache_dir(data_cfg) -> Path | str:
+    """Token cache dir: the config key, else $BSJAX_CACHE_DIR, else the default."""
+    return _local_or_url(data_cfg.cache_dir or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
