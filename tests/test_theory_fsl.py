@@ -13,6 +13,8 @@ from bsjax.theory.optimal import (
     optimal_bucket_schedule,
     optimal_continuous_schedule,
     optimal_switch,
+    optimal_switches,
+    phase_loss,
     switch_scaling,
     two_phase_loss,
 )
@@ -134,6 +136,78 @@ def test_late_switch_beats_early_switch_and_constant_at_equal_data():
     assert best.remaining_fraction < 0.5  # late
     assert best.loss < early < max(best.loss_constant_small, best.loss_constant_large)
     assert best.loss < min(best.loss_constant_small, best.loss_constant_large)
+
+
+def _direct_two_phase_loss(P, D, B1, B2, s, beta, sigma2, lr):
+    """docs/science.md section 4's FSL written out with scipy quadrature, for one switch at P examples."""
+    gamma = 2 - 1 / beta
+    t1 = lr * P / B1
+    T = t1 + lr * (D - P) / B2
+
+    def integrand(z):
+        return (1 + T - z) ** -gamma * ((1 + z) ** -s + sigma2)
+
+    opts = dict(limit=400, epsabs=0, epsrel=1e-10)
+    first = integrate.quad(integrand, 0, t1, points=[min(1.0, t1)], **opts)[0]
+    second = integrate.quad(integrand, t1, T, points=[max(T - 1.0, t1)], **opts)[0]
+    return (1 + T) ** -s + lr / B1 * first + lr / B2 * second
+
+
+@pytest.mark.parametrize("P", [0.0, 300_000.0, 970_000.0, 1_000_000.0])
+def test_two_phase_loss_matches_direct_quadrature(P):
+    D, s, beta, sigma2, lr = 1_000_000, 0.3, 2.5, 0.5, 0.4
+    ours = two_phase_loss(FSL(s=s, beta=beta, noise=sigma2), lr, 64, 512, D, P)
+    assert ours == pytest.approx(
+        _direct_two_phase_loss(P, D, 64, 512, s, beta, sigma2, lr), rel=1e-7
+    )
+
+
+def test_two_phase_optimum_matches_a_dense_brute_force_search():
+    D, lr = 2_000_000, 0.5
+    best = optimal_switch(HARD, lr=lr, batch1=64, batch2=512, data_size=D)
+    P_X = np.linspace(0.0, D, 2001)
+    losses_X = np.array([two_phase_loss(HARD, lr, 64, 512, D, P) for P in P_X])
+    assert best.loss <= losses_X.min() + 1e-12
+    assert best.switch_examples == pytest.approx(P_X[np.argmin(losses_X)], abs=2 * D / 2000)
+    assert best.remaining_fraction == pytest.approx(1 - best.switch_examples / D, rel=1e-12)
+
+
+def test_easy_task_does_not_defer_the_large_batch():
+    easy = FSL(s=0.8, beta=2.0)  # easy: s >= 1 - 1/beta = 0.5
+    small_D, large_D = (
+        optimal_switch(easy, lr=0.5, batch1=64, batch2=512, data_size=D).remaining_fraction
+        for D in (10**6, 10**8)
+    )
+    assert small_D > 0.3 and large_D > small_D  # the large batch arrives earlier as D grows
+
+
+def test_several_sizes_switch_in_order_and_spend_the_budget_exactly():
+    D, lr = 10**6, 0.5
+    best = optimal_switches(HARD, lr=lr, sizes=[64, 128, 256, 512], data_size=D)
+    assert list(best.switch_examples) == sorted(best.switch_examples)
+    assert sum(best.phase_examples()) == pytest.approx(D, rel=1e-12)
+    assert best.loss == pytest.approx(phase_loss(HARD, lr, best.sizes, best.phase_examples()))
+    assert best.remaining_fraction == pytest.approx(1 - best.switch_examples[-1] / D, rel=1e-9)
+    two = optimal_switch(HARD, lr=lr, batch1=64, batch2=512, data_size=D)
+    assert best.loss <= two.loss  # more sizes cannot do worse
+    assert best.constant_losses[0] == two.loss_constant_small
+    assert best.constant_losses[-1] == two.loss_constant_large
+    # each switch is a local optimum: moving one switch point either way costs loss
+    for j, P in enumerate(best.switch_examples):
+        for step in (-500.0, 500.0):
+            moved = list(best.switch_examples)
+            moved[j] = P + step
+            full = [0.0, *moved, D]
+            phases = [b - a for a, b in zip(full, full[1:])]
+            assert phase_loss(HARD, lr, best.sizes, phases) >= best.loss
+
+
+def test_two_sizes_are_one_search():
+    fsl, D = FSL(s=0.3, beta=2.5), 10**8
+    two = optimal_switch(fsl, lr=0.5, batch1=32, batch2=1024, data_size=D)
+    best = optimal_switches(fsl, lr=0.5, sizes=[32, 1024], data_size=D)
+    assert best.switch_examples == (two.switch_examples,)
+    assert (best.remaining_fraction, best.loss) == (two.remaining_fraction, two.loss)
 
 
 def test_catch_up_gap_decays_through_the_forgetting_kernel():

@@ -107,22 +107,6 @@ class LocalSource(FileSource):
             )
         return self._builder
 
-    def tfds_texts(self, split: str) -> Iterator[str]:
-        """The split's documents read back from the TFDS data set (built the first time)."""
-        builder = self.builder
-        try:
-            source = builder.as_data_source(split=split)
-        except (ValueError, KeyError) as err:
-            raise DataError(
-                f"split: {builder.name} has no split {split!r} (splits: {', '.join(builder.info.splits)})"
-            ) from err
-        if len(source) == 0:
-            raise DataError(
-                f"split: split {split!r} of {self.identity['tfds_name']} has no documents; "
-                "raise data.validation_fraction or add documents"
-            )
-        return _texts_from_data_source(source, "text", f"{builder.name} {split}")
-
 
 class TfdsSource(DocumentSource):
     """A registered TFDS data set by name, e.g. "c4/en" (prepared on first use)."""

@@ -7,7 +7,7 @@ Modules (the compute modules import no plotting or I/O library):
   cbs_scaling  critical batch size against data size, against Zhang et al. Corollary 6
   fsl          the functional scaling law (docs/science.md section 4), matched to linear regression
   fsl_check    FSL against the exact risk along training
-  optimal      FSL-optimal batch schedules under a data budget; two-phase switch point
+  optimal      FSL-optimal batch schedules under a data budget; switch points between sizes
   catchup      loss gap after a small-to-large switch; catch-up time
   plots        PNG figures (matplotlib); cli: ``bsjax theory ...``
 """

@@ -127,9 +127,8 @@ class FSL:
         a, b = float(problem.a), float(problem.b)
         s = (b - 1.0) / a
         p = 2.0 - 1.0 / a
-        lam = problem.eigenvalues()
-        e0 = float(lam @ problem.initial_error())
-        k_total = float(lam.sum()) / 2.0  # integral of K over [0, inf): sets the noise floor
+        e0 = problem.initial_risk
+        k_total = problem.trace / 2.0  # integral of K over [0, inf): sets the noise floor
         sig_scale = math.gamma(s) / a * 2.0**-s
         ker_scale = math.gamma(p) / a * 2.0**-p
         return cls(

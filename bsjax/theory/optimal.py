@@ -155,9 +155,104 @@ def optimal_bucket_schedule(
 
 
 # ---------------------------------------------------------------------------------------------
-# two-phase switch
+# switch points of a piecewise-constant schedule
+SWITCH_SWEEPS = 20  # coordinate-descent sweeps at most (several switch points)
+SWEEP_TOL = 1e-9  # ... stopping when a sweep improves the loss by less (relative)
+
+
+def phase_loss(
+    fsl: FSL, lr: float, sizes: Sequence[float], phase_examples: Sequence[float]
+) -> float:
+    """FSL final loss of ``phase_examples[i]`` examples at batch ``sizes[i]``, in order (fractional steps)."""
+    times, rates, t = [], [], 0.0
+    for batch, examples in zip(sizes, phase_examples):
+        t = t + lr * examples / batch
+        times.append(t)
+        rates.append(lr / batch)
+    return fsl.loss_at_time(t, times, rates)
+
+
+def two_phase_loss(
+    fsl: FSL, lr: float, batch1: float, batch2: float, data_size: float, switch_examples: float
+) -> float:
+    """FSL final loss of ``batch1`` for ``switch_examples`` examples then ``batch2`` (fractional steps)."""
+    return phase_loss(fsl, lr, (batch1, batch2), (switch_examples, data_size - switch_examples))
+
+
 @dataclasses.dataclass(frozen=True)
-class SwitchPoint:
+class SwitchSolution:
+    """Best switch points between increasing batch ``sizes`` using ``data_size`` examples in all."""
+
+    sizes: tuple[int, ...]
+    data_size: int
+    switch_examples: tuple[float, ...]  # cumulative examples at each switch (len(sizes) - 1)
+    remaining_fraction: float  # (D - last switch) / D, as searched: the share of the data after it
+    loss: float
+    constant_losses: tuple[float, ...]  # the loss of a constant schedule at each size
+
+    def phase_examples(self) -> list[float]:
+        bounds = [0.0, *self.switch_examples, float(self.data_size)]
+        return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def optimal_switches(
+    fsl: FSL, *, lr: float, sizes: Sequence[int], data_size: int, sweeps: int = SWITCH_SWEEPS
+) -> SwitchSolution:
+    """Switch points minimising the final loss of phases at ``sizes`` under a ``data_size`` budget.
+
+    Each switch point is searched between its neighbours in log of the share of that interval
+    left after it (at least one batch of the next size, since for hard tasks the optimum lies
+    close to the end); several switch points are found by coordinate descent, sweeping until a
+    sweep no longer lowers the loss. A switch at the start of its interval skips the phase
+    before it. With two sizes this is one search, :func:`optimal_switch`.
+    """
+    lr = check_number("lr", lr, gt=0.0)
+    sizes = tuple(check_int("sizes", b) for b in sizes)
+    if len(sizes) < 2 or any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise TheoryInputError(f"sizes must hold at least two increasing batch sizes; got {sizes}")
+    D = check_int("data_size", data_size)
+    if sizes[-1] > D:
+        raise TheoryInputError(f"data_size D={D} must be >= the largest batch {sizes[-1]}")
+
+    def loss_of(bounds):
+        full = [0.0, *bounds, D]
+        return phase_loss(fsl, lr, sizes, [b - a for a, b in zip(full, full[1:])])
+
+    # Start with every switch late, as the hard-task optimum is.
+    bounds = [D * (1.0 - 0.5**j) for j in range(1, len(sizes))]
+    best, fraction = loss_of(bounds), 0.0
+    for _ in range(sweeps):
+        before = best
+        for j in range(len(bounds)):
+            lo = bounds[j - 1] if j > 0 else 0.0
+            hi = bounds[j + 1] if j + 1 < len(bounds) else D
+            if hi <= lo:  # both neighbours at one point: this switch cannot move
+                continue
+
+            def loss_of_fraction(f, j=j, lo=lo, hi=hi):
+                return loss_of([*bounds[:j], lo + (hi - lo) * (1.0 - f), *bounds[j + 1 :]])
+
+            fraction = _argmin_log(loss_of_fraction, sizes[j + 1] / (hi - lo), 1.0, points=32)
+            bounds[j] = lo + (hi - lo) * (1.0 - fraction)
+            best = loss_of_fraction(fraction)
+        if len(bounds) == 1 or best >= before - SWEEP_TOL * abs(before):
+            break
+    last_lo = bounds[-2] if len(bounds) > 1 else 0.0
+    return SwitchSolution(
+        sizes=sizes,
+        data_size=D,
+        switch_examples=tuple(bounds),
+        remaining_fraction=fraction * ((D - last_lo) / D),
+        loss=best,
+        constant_losses=tuple(
+            phase_loss(fsl, lr, sizes, [D if i == k else 0 for k in range(len(sizes))])
+            for i in range(len(sizes))
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoPhaseSwitch:
     """Best switch from ``batch1`` to ``batch2`` at data size ``D`` (continuous in the switch point)."""
 
     data_size: int
@@ -168,36 +263,25 @@ class SwitchPoint:
     loss_constant_large: float
 
 
-def two_phase_loss(
-    fsl: FSL, lr: float, batch1: float, batch2: float, data_size: float, switch_examples: float
-) -> float:
-    """FSL final loss of ``batch1`` for ``switch_examples`` examples then ``batch2`` (fractional steps)."""
-    t1 = lr * switch_examples / batch1
-    T = t1 + lr * (data_size - switch_examples) / batch2
-    return fsl.loss_at_time(T, [t1, T], [lr / batch1, lr / batch2])
-
-
-def optimal_switch(fsl: FSL, *, lr: float, batch1: int, batch2: int, data_size: int) -> SwitchPoint:
+def optimal_switch(
+    fsl: FSL, *, lr: float, batch1: int, batch2: int, data_size: int
+) -> TwoPhaseSwitch:
     """Switch point ``P*`` minimising the two-phase final loss; ``(D - P*)/D`` is searched in log space."""
-    lr = check_number("lr", lr, gt=0.0)
+    check_number("lr", lr, gt=0.0)  # named first, as the CLI's flags are checked in this order
     b1, b2 = check_int("batch1", batch1), check_int("batch2", batch2)
     if b2 <= b1:
         raise TheoryInputError(f"batch2 must be larger than batch1={b1}; got {b2}")
     D = check_int("data_size", data_size)
     if b2 > D:
         raise TheoryInputError(f"data_size D={D} must be >= batch2={b2}")
-
-    def loss_of_fraction(f):
-        return two_phase_loss(fsl, lr, b1, b2, D, D * (1.0 - f))
-
-    f = _argmin_log(loss_of_fraction, b2 / D, 1.0, points=32)
-    return SwitchPoint(
+    best = optimal_switches(fsl, lr=lr, sizes=(b1, b2), data_size=D)
+    return TwoPhaseSwitch(
         data_size=D,
-        switch_examples=D * (1.0 - f),
-        remaining_fraction=f,
-        loss=loss_of_fraction(f),
-        loss_constant_small=loss_of_fraction(0.0),
-        loss_constant_large=loss_of_fraction(1.0),
+        switch_examples=best.switch_examples[0],
+        remaining_fraction=best.remaining_fraction,
+        loss=best.loss,
+        loss_constant_small=best.constant_losses[0],
+        loss_constant_large=best.constant_losses[1],
     )
 
 
@@ -206,7 +290,7 @@ class SwitchScaling:
     s: float
     beta: float
     task_class: str
-    points: tuple[SwitchPoint, ...]
+    points: tuple[TwoPhaseSwitch, ...]
     measured_exponent: float
     predicted_exponent: float
 

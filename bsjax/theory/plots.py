@@ -49,27 +49,6 @@ def plot_cbs_scaling(results, path) -> Path:
     return _save(fig, path)
 
 
-def plot_batch_risk(point, path) -> Path:
-    """Best risk against batch size at one data size, with B* marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    B = [r.batch for r in point.batches]
-    R = [r.risk / point.optimal_risk for r in point.batches]
-    ax.semilogx(B, R, "o-")
-    ax.axvline(
-        point.critical_batch_size,
-        color="k",
-        ls="--",
-        lw=1,
-        label=f"B* = {point.critical_batch_size:.1f}",
-    )
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("best risk / R*(D)")
-    ax.set_title(f"D = {point.data_size}")
-    ax.legend()
-    ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path)
-
-
 def plot_optimal_schedule(continuous, bucketed, path, constant=None) -> Path:
     """Batch size against the fraction of the data budget consumed, continuous and bucketed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -115,19 +94,6 @@ def plot_catch_up(results, path, labels=None) -> Path:
     ax.set_ylabel("(L_switched - L_large) / L_large")
     ax.set_title("Catch-up after a small-to-large batch switch")
     ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_loss_curves(steps_or_examples, curves: dict, path, xlabel="examples", title="") -> Path:
-    """Several loss curves (name -> array) against a shared x axis, log-log."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for name, (x, y) in curves.items():
-        ax.loglog(np.maximum(x, 1), y, "-", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("excess loss")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
 

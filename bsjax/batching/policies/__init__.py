@@ -22,15 +22,7 @@ from bsjax.batching.policies.config import (
     policy_from_config,
     validate_policy_config,
 )
-from bsjax.batching.policies.fsl import (
-    FslSolution,
-    fsl_loss,
-    fsl_policy,
-    optimal_switch_points,
-    schedule_from_solution,
-    switch_fraction_exponent,
-    task_is_hard,
-)
+from bsjax.batching.policies.fsl import fsl_policy, schedule_from_solution
 from bsjax.batching.policies.noise_scale import (
     NoiseScaleEMA,
     NoiseScalePolicy,
@@ -51,7 +43,6 @@ from bsjax.batching.policies.wsd_es import (
 )
 
 __all__ = [
-    "FslSolution",
     "Ladder",
     "LossTargetPolicy",
     "NoiseScaleEMA",
@@ -65,17 +56,13 @@ __all__ = [
     "SeesawPolicy",
     "TablePolicy",
     "default_policy_config",
-    "fsl_loss",
     "fsl_policy",
     "ladder_from_config",
     "measured_cbs_factor",
     "noise_scale_estimate",
-    "optimal_switch_points",
     "parse_loss_targets",
     "policy_from_config",
     "schedule_from_solution",
-    "switch_fraction_exponent",
-    "task_is_hard",
     "token_stepped_policy",
     "validate_policy_config",
 ]

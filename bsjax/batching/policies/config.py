@@ -127,16 +127,10 @@ SECTION_KEYS = {
 TOP_KEYS = frozenset(_DEFAULTS.keys())
 
 
-def _get(cfg: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    return cfg.get(key, default)
-
-
 def _section(policy_cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The policy's subsection with defaults filled in."""
     merged = dict(_DEFAULTS[name])
-    merged.update(dict(_get(policy_cfg, name, {}) or {}))
+    merged.update(dict(policy_cfg.get(name) or {}))
     return merged
 
 
@@ -151,7 +145,8 @@ def ladder_from_config(policy_cfg: Mapping[str, Any] | None, start: int) -> Ladd
       BatchConfigError naming the key when the sizes are unreadable, unsorted,
       miss the start size, or ``max_batch_size`` is below it.
     """
-    spec = _get(policy_cfg, "sizes", "")
+    policy_cfg = {} if policy_cfg is None else policy_cfg
+    spec = policy_cfg.get("sizes", "")
     if spec:
         try:
             sizes = parse_count_list(spec, name="batch.policy.sizes")
@@ -164,7 +159,7 @@ def ladder_from_config(policy_cfg: Mapping[str, Any] | None, start: int) -> Ladd
                 f"size batch.batch_size={start}"
             )
         return ladder
-    top = _get(policy_cfg, "max_batch_size", 0)
+    top = policy_cfg.get("max_batch_size", 0)
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
         raise BatchConfigError(
             f"batch.policy.max_batch_size must be an int >= 0 (0: "
@@ -193,8 +188,8 @@ def _build_noise_scale(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards
             buckets = enumerate_buckets(
                 ladder.sizes,
                 data_shards,
-                _get(batch_cfg, "micro_batch_per_device", 16),
-                _get(batch_cfg, "max_accum_steps", 0) or None,
+                batch_cfg.get("micro_batch_per_device", 16),
+                batch_cfg.get("max_accum_steps", 0) or None,
             )
         except BatchConfigError:
             buckets = None  # reported by the bucket check of validation
@@ -248,7 +243,7 @@ def _build_probe(batch_cfg, policy_cfg, start, sizes, ctx_len, data_shards, lr_s
         eps=c["eps"],
         eps_mode=c["eps_mode"],
         cbs_over=c["cbs_over"],
-        lr_rule=_get(batch_cfg, "lr_scaling", "none"),
+        lr_rule=batch_cfg.get("lr_scaling", "none"),
     )
 
 
@@ -340,8 +335,9 @@ def policy_from_config(
     Raises:
       BatchConfigError listing the problems, each naming its key.
     """
-    policy_cfg = _get(batch_cfg, "policy")
-    name = _get(policy_cfg, "name", "schedule")
+    policy_cfg = batch_cfg.get("policy")
+    policy_cfg = {} if policy_cfg is None else policy_cfg
+    name = policy_cfg.get("name", "schedule")
     if schedule is None:
         schedule = schedule_from_config(batch_cfg)
     if name == "schedule":
@@ -370,7 +366,7 @@ def _key_problems(policy_cfg: Mapping[str, Any]) -> list[str]:
         for key in sorted(set(policy_cfg.keys()) - TOP_KEYS)
     ]
     for section, known in SECTION_KEYS.items():
-        sub = _get(policy_cfg, section)
+        sub = policy_cfg.get(section)
         if sub is None:
             continue
         problems += [
@@ -382,8 +378,8 @@ def _key_problems(policy_cfg: Mapping[str, Any]) -> list[str]:
 
 def _noise_scale_accum_problems(policy: NoiseScalePolicy, batch_cfg, data_shards: int) -> list[str]:
     """The estimator needs K >= 2 micro-steps at every ladder size."""
-    micro = _get(batch_cfg, "micro_batch_per_device", 16)
-    max_accum = _get(batch_cfg, "max_accum_steps", 0) or None
+    micro = batch_cfg.get("micro_batch_per_device", 16)
+    max_accum = batch_cfg.get("max_accum_steps", 0) or None
     single = []
     for B in policy.ladder.sizes:
         try:
@@ -412,7 +408,7 @@ def _sizes_key(policy_cfg: Mapping[str, Any], name: str) -> str:
     if name == "wsd_es":
         mode = _section(policy_cfg, "wsd_es")["mode"]
         return "batch.policy.wsd_es.table" if mode == "tokens" else "batch.policy.wsd_es.targets"
-    key = "batch.policy.sizes" if _get(policy_cfg, "sizes", "") else "batch.policy.max_batch_size"
+    key = "batch.policy.sizes" if policy_cfg.get("sizes", "") else "batch.policy.max_batch_size"
     return f"{key} (policy {name!r})"
 
 
@@ -429,20 +425,20 @@ def validate_policy_config(
     the LR schedule; without ``lr_schedule`` only its ladder is checked. (The
     probe's branch LRs follow ``batch.lr_scaling``: "sqrt" is the paper's rule.)
     """
-    policy_cfg = _get(batch_cfg, "policy")
+    policy_cfg = batch_cfg.get("policy")
     if policy_cfg is None:
         return []
     problems = _key_problems(policy_cfg)
-    name = _get(policy_cfg, "name", "schedule")
+    name = policy_cfg.get("name", "schedule")
     if name not in POLICY_NAMES:
         return problems + [
             f"batch.policy.name: unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}"
         ]
     if name == "schedule":
         return problems
-    if _get(batch_cfg, "schedule", "constant") != "constant":
+    if batch_cfg.get("schedule", "constant") != "constant":
         problems.append(
-            f"batch.schedule={_get(batch_cfg, 'schedule')!r} is for "
+            f"batch.schedule={batch_cfg.get('schedule')!r} is for "
             f"batch.policy.name='schedule'; policy {name!r} sets the sizes itself "
             f"(from batch.batch_size): set batch.schedule='constant'"
         )
@@ -452,9 +448,9 @@ def validate_policy_config(
     except BatchConfigError:
         return problems  # the schedule check reports it
     start = schedule.batch_size_at(0)
-    if name == "seesaw" and _get(batch_cfg, "lr_scaling", "none") != "none":
+    if name == "seesaw" and batch_cfg.get("lr_scaling", "none") != "none":
         problems.append(
-            f"batch.lr_scaling={_get(batch_cfg, 'lr_scaling')!r} with "
+            f"batch.lr_scaling={batch_cfg.get('lr_scaling')!r} with "
             f"batch.policy.name='seesaw': seesaw sets the LR itself (x 1/sqrt(2) per "
             f"doubling); set batch.lr_scaling='none'"
         )
@@ -475,8 +471,8 @@ def validate_policy_config(
             sizes = policy.candidate_sizes()
     except BatchConfigError as err:
         return problems + _prefixed(err.problems, f"batch.policy.{name}")
-    micro = _get(batch_cfg, "micro_batch_per_device", 16)
-    max_accum = _get(batch_cfg, "max_accum_steps", 0) or None
+    micro = batch_cfg.get("micro_batch_per_device", 16)
+    max_accum = batch_cfg.get("max_accum_steps", 0) or None
     if isinstance(micro, int) and micro > 0 and isinstance(data_shards, int) and data_shards > 0:
         try:
             enumerate_buckets(sizes, data_shards, micro, max_accum)

@@ -1,8 +1,8 @@
 """Batch growth from the WSD E(S) fits (Zhou et al. 2026, seed 000; docs/science.md section 3).
 
 A sweep fitted per target loss L_i the example-optimal batch B_opt(L_i)
-(``bsjax analyze`` / ``bsjax.cbs.wsd``); B_opt grows as the target falls. Two
-ways to turn that into a schedule:
+(``bsjax.cbs.wsd.fit_wsd_curves``; ``bsjax analyze`` does not run this fit); B_opt
+grows as the target falls. Two ways to turn that into a schedule:
 
 - **loss-driven** (``LossTargetPolicy``): train at the B_opt of the next
   target still ahead. Start at B_opt(L_1) of the highest target; when the
