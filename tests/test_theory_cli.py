@@ -34,6 +34,10 @@ def test_cbs_exponent_prints_measured_predicted_and_fit_points(capsys, tmp_path)
     res = json.loads(out)
     assert res["predicted_exponent"] == pytest.approx(0.25)
     assert abs(res["measured_exponent"] - 0.25) < 0.05
+    assert res["comparison"] == "exponent" and res["plateau"] is None
+    assert res["regime"] == "a < b < 2a+1: B* ~ D^(1 - a/b)"
+    assert res["predicted_behaviour"] == "B* ~ D^0.250"
+    assert res["verdict"].startswith("exponent: measured ")
     assert len(res["fit_points"]) == len(res["points"]) == 3
     assert (tmp_path / "cbs_exponent.png").stat().st_size > 10_000
 
@@ -45,6 +49,39 @@ def test_cbs_exponent_b_le_a_reports_batch_one(capsys):
     res = json.loads(out)
     assert code == 0 and res["critical_batch_size"] == 1 and res["predicted_exponent"] == 0.0
     assert max(res["risk_optimal_batches"]) <= 2
+    assert res["comparison"] == "plateau" and res["measured_exponent"] is None
+
+
+def test_cbs_exponent_plateau_regime_prints_regime_prediction_and_verdict(capsys):
+    code, out, err = run(
+        capsys,
+        "cbs-exponent",
+        "--a",
+        "1.6",
+        "--b",
+        "1.4",
+        "--data-sizes",
+        "256,1024,4096",
+        "--dim",
+        "2048",
+        "--json",
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["regime"] == "b <= a: bias-dominated, B* = O(1)"
+    assert res["predicted_behaviour"].startswith("B* does not grow with D (exponent 0: a plateau")
+    assert res["verdict"].startswith("plateau: ")
+    assert res["verdict"].startswith("plateau: consistent") == res["plateau"]["consistent"]
+    assert res["measured_exponent"] is None and res["abs_error"] is None
+    bstar = [p["critical_batch_size"] for p in res["points"]]
+    assert res["plateau"]["ratio"] == pytest.approx(max(bstar) / min(bstar))
+    drift = res["plateau"]["slope_finite_size_drift"]
+    assert f"slope (finite-size drift) {drift:+.3f}" in res["verdict"]
+
+
+def test_cbs_exponent_help(capsys):
+    code, out, _ = run(capsys, "cbs-exponent", "--help")
+    assert code == 0 and "plateau test" in out and "--data-sizes" in out
 
 
 def test_optimal_schedule_meets_budget_and_writes_plot(capsys, tmp_path):

@@ -7,8 +7,32 @@ whose best risk stays within ``risk_factor * R*(D)`` (interpolated in log B betw
 batch inside and the first one outside). The default factor 2 measures ``B*`` where the
 bias-dominated large-batch branch is already a clean power law; factors close to 1 sit on the
 knee, whose pre-asymptotic drift makes the fitted slope converge slowly (e.g. 0.37 instead of 1/3
-at a=2, b=3 over D = 2^10..2^20 with factor 1.1, against 0.346 with factor 2). The slope of ``log B*`` against ``log D`` is compared
-with the corollary's ``1 - a / min(b, 2a + 1)`` for ``b > a`` and 0 (``B* = 1``) for ``b <= a``.
+at a=2, b=3 over D = 2^10..2^20 with factor 1.1, against 0.346 with factor 2).
+
+What is compared with the corollary depends on the regime:
+
+- ``b > a``: the slope of ``log B*`` against ``log D`` is an exponent, compared with
+  ``1 - a / min(b, 2a + 1)``.
+- ``b <= a``: the corollary predicts that ``B*`` does not grow with ``D`` (exponent 0, a
+  plateau; the risk-optimal batch is 1). The result is a plateau test (:class:`PlateauTest`), and
+  the fitted slope is reported as a finite-size drift, not as an exponent.
+
+Why a finite-size drift appears for ``b <= a``, from the definition above. The learning rate is
+searched up to ``min(stability limit, 1 / lambda_1)``; the stability limit grows with ``B`` and
+passes ``1 / lambda_1`` within a few examples per batch (``B_c = 3`` at a=1.6, b=1.4). Above
+``B_c`` every batch runs at the same capped learning rate, so its best risk depends on ``D`` only
+through the step count ``D / B``, and in this regime it falls only slowly with the steps (the
+bias decays like ``steps^-((b - 1) / a)``, ``steps^-0.25`` at a=1.6, b=1.4). ``B*`` is where that
+shallow curve crosses ``risk_factor * R*(D)``: with a local log-slope ``p`` of the risk in ``B``,
+``B* ~ B_c (risk_factor R*(D) / R(B_c))^(1/p)``, so small changes of ``R(B_c) / R*(D)`` or of
+``p`` move ``B*`` by large factors when ``p`` is small (``1/p ~ 4`` here). At finite ``D`` neither
+is at its limit: both grow with ``D`` (at a=1.6, b=1.4, dim 32768, noise 0, from D = 2^8 to 2^14:
+``R(4) / R*`` 1.09 -> 1.21, ``p`` between B = 8 and 32 0.25 -> 0.27, ``B*`` 42 -> 26), so ``B*`` falls with ``D``. The
+truncation at ``dim`` adds to it (the bias falls faster once the learned frontier nears ``dim``):
+over the same D, noise 0, the slope is -0.27 at dim 2048, -0.17 at 8192 and -0.12 at 32768. The
+label noise is not its source (noise 0 drifts as well; noise 1 raises ``B*``). The corollary's
+``B* = O(1)`` is a statement about ``D -> infinity``, which a finite range of ``D`` does not reach;
+the plateau test below says whether the measured curve is flat within the grid's resolution.
 """
 
 from __future__ import annotations
@@ -18,6 +42,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 from bsjax.theory.errors import TheoryInputError, check_int, check_number
 from bsjax.theory.linreg import LinRegProblem, risk_curves, stable_lr
@@ -29,6 +54,12 @@ from bsjax.theory.schedules import Schedule
 A_RANGE = (1.3, 3.0)
 B_MAX_OVER_A = 3.5
 _FLAT = 0.005  # relative change per halving below which the small-batch risk counts as flat
+# Plateau band for b <= a: the largest max/min ratio of B*(D) over the D range that still counts
+# as flat. critical_batch_size refines the crossing on quarter-octave batches (b_in * 2^(k/4)) and
+# interpolates inside one such cell (unless B* is the largest batch searched), so the grid alone
+# fixes each B* only to within a factor 2^(1/4); two values of one constant B* can therefore
+# differ by up to 2^(1/2). A wider band would be a choice, not something the definition gives.
+PLATEAU_BAND = 2.0**0.5
 
 
 def in_checked_range(a: float, b: float) -> bool:
@@ -41,6 +72,95 @@ def predicted_cbs_exponent(a: float, b: float) -> float:
     a = check_number("a", a, gt=1.0)
     b = check_number("b", b, gt=1.0)
     return 1.0 - a / min(b, 2.0 * a + 1.0) if b > a else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PlateauTest:
+    """Whether ``B*(D)`` is flat over the measured ``D`` range (the ``b <= a`` prediction).
+
+    ``ratio`` is ``max B* / min B*`` over the range; ``within_band`` is ``ratio <= band``
+    (``PLATEAU_BAND``: the grid's resolution, see there). ``slope`` is the least-squares slope of
+    ``log B*`` against ``log D``, a finite-size drift rather than an exponent; ``slope_ci95`` its
+    95% interval (Student t, ``n - 2`` degrees of freedom; None with two data sizes), and
+    ``slope_tolerance = log(band) / log(D_max / D_min)`` the slope that a change of one band over
+    the range amounts to. ``consistent``: within the band, and the slope is indistinguishable from
+    0 (its interval contains 0, or ``|slope| <= slope_tolerance``).
+    """
+
+    band: float
+    ratio: float
+    min_critical_batch_size: float
+    max_critical_batch_size: float
+    first_critical_batch_size: float
+    last_critical_batch_size: float
+    slope: float
+    slope_ci95: tuple[float, float] | None
+    slope_tolerance: float
+    within_band: bool
+    slope_ci_contains_zero: bool | None
+    slope_within_tolerance: bool
+    consistent: bool
+    verdict: str
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["slope_finite_size_drift"] = out.pop("slope")
+        out["slope_ci95"] = None if self.slope_ci95 is None else list(self.slope_ci95)
+        return out
+
+
+def plateau_test(
+    data_sizes: Sequence[float], critical_batch_sizes: Sequence[float], band: float = PLATEAU_BAND
+) -> PlateauTest:
+    """Classify a measured ``B*(D)`` curve against a plateau (see :class:`PlateauTest`)."""
+    D = np.asarray(data_sizes, float)
+    B = np.asarray(critical_batch_sizes, float)
+    if len(D) < 2 or len(D) != len(B):
+        raise TheoryInputError("a plateau test needs B* at two or more data sizes")
+    band = check_number("band", band, gt=1.0)
+    x, y = np.log(D), np.log(B)
+    slope, icpt = np.polyfit(x, y, 1)
+    ci = None
+    if len(x) > 2:
+        resid = y - (slope * x + icpt)
+        se = math.sqrt(float(resid @ resid) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
+        half = float(stats.t.ppf(0.975, len(x) - 2)) * se
+        ci = (float(slope - half), float(slope + half))
+    tol = math.log(band) / math.log(D.max() / D.min())
+    ratio = float(B.max() / B.min())
+    within = ratio <= band
+    ci_zero = None if ci is None else ci[0] <= 0.0 <= ci[1]
+    slope_ok = abs(slope) <= tol
+    consistent = within and (slope_ok or bool(ci_zero))
+    first, last = float(B[np.argmin(D)]), float(B[np.argmax(D)])
+    ci_txt = "" if ci is None else f", 95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+    detail = (
+        f"B* {first:.3g} at D={int(D.min())} -> {last:.3g} at D={int(D.max())}; "
+        f"slope (finite-size drift) {slope:+.3f}{ci_txt}, tolerance +-{tol:.3f}"
+    )
+    if consistent:
+        verdict = f"plateau: consistent (B* within x{ratio:.2f} <= x{band:.2f}; {detail})"
+    else:
+        verdict = (
+            f"plateau: not consistent, B* changes by x{ratio:.2f} over the D range "
+            f"(band x{band:.2f}; {detail})"
+        )
+    return PlateauTest(
+        band=float(band),
+        ratio=ratio,
+        min_critical_batch_size=float(B.min()),
+        max_critical_batch_size=float(B.max()),
+        first_critical_batch_size=first,
+        last_critical_batch_size=last,
+        slope=float(slope),
+        slope_ci95=ci,
+        slope_tolerance=float(tol),
+        within_band=bool(within),
+        slope_ci_contains_zero=ci_zero,
+        slope_within_tolerance=bool(slope_ok),
+        consistent=bool(consistent),
+        verdict=verdict,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +193,12 @@ class CBSPoint:
 
 @dataclasses.dataclass(frozen=True)
 class CBSScaling:
-    """``B*(D)`` over a grid of data sizes and the fitted exponent."""
+    """``B*(D)`` over a grid of data sizes and the fitted slope.
+
+    For ``b > a`` the slope ``measured_exponent`` is compared with ``predicted_exponent``; for
+    ``b <= a`` (``plateau`` set) the same slope is only a finite-size drift and the comparison is
+    the plateau test. ``comparison``, ``predicted_behaviour`` and ``verdict`` say which.
+    """
 
     a: float
     b: float
@@ -85,6 +210,28 @@ class CBSScaling:
     measured_prefactor: float
     predicted_exponent: float
     regime: str
+    plateau: PlateauTest | None = None
+
+    @property
+    def comparison(self) -> str:
+        """``"plateau"`` for ``b <= a``, ``"exponent"`` for ``b > a``."""
+        return "plateau" if self.b <= self.a else "exponent"
+
+    @property
+    def predicted_behaviour(self) -> str:
+        if self.comparison == "plateau":
+            return "B* does not grow with D (exponent 0: a plateau); risk-optimal batch 1"
+        return f"B* ~ D^{self.predicted_exponent:.3f}"
+
+    @property
+    def verdict(self) -> str:
+        if self.plateau is not None:
+            return self.plateau.verdict
+        diff = self.measured_exponent - self.predicted_exponent
+        return (
+            f"exponent: measured {self.measured_exponent:.3f} vs predicted "
+            f"{self.predicted_exponent:.3f} (difference {diff:+.3f})"
+        )
 
     def to_json(self, with_batches: bool = False) -> dict:
         """A JSON-ready summary (each point's per-batch table only when ``with_batches``)."""
@@ -100,6 +247,7 @@ class CBSScaling:
             if with_batches:
                 row["batches"] = [dataclasses.asdict(br) for br in p.batches]
             pts.append(row)
+        exponent = self.comparison == "exponent"
         return {
             "a": self.a,
             "b": self.b,
@@ -107,10 +255,17 @@ class CBSScaling:
             "dim": self.dim,
             "risk_factor": self.risk_factor,
             "regime": self.regime,
+            "comparison": self.comparison,
+            "predicted_behaviour": self.predicted_behaviour,
+            "verdict": self.verdict,
             "predicted_exponent": self.predicted_exponent,
-            "measured_exponent": self.measured_exponent,
-            "abs_error": abs(self.measured_exponent - self.predicted_exponent),
-            "measured_prefactor": self.measured_prefactor,
+            # for b <= a the slope is a finite-size drift (in "plateau"), not an exponent
+            "measured_exponent": self.measured_exponent if exponent else None,
+            "abs_error": abs(self.measured_exponent - self.predicted_exponent)
+            if exponent
+            else None,
+            "measured_prefactor": self.measured_prefactor if exponent else None,
+            "plateau": None if self.plateau is None else self.plateau.to_json(),
             "predicted_critical_batch_size": 1 if self.b <= self.a else None,
             "risk_optimal_batches": [p.optimal_batch for p in self.points],
             "in_checked_range": in_checked_range(self.a, self.b),
@@ -255,7 +410,10 @@ def cbs_scaling(
     risk_factor: float = 2.0,
     dtype: str = "float32",
 ) -> CBSScaling:
-    """Measure ``B*(D)`` over ``data_sizes`` (default ``2^10 .. 2^18``) and fit its exponent."""
+    """Measure ``B*(D)`` over ``data_sizes`` (default ``2^10 .. 2^18``) and fit its slope.
+
+    For ``b <= a`` the result also carries the plateau test (:func:`plateau_test`).
+    """
     a = check_number("a", a, gt=1.0, why="capacity exponent; the spectrum i^-a must be summable")
     b = check_number("b", b, gt=1.0, why="source exponent; the initial risk must be finite")
     if data_sizes is None:
@@ -291,4 +449,7 @@ def cbs_scaling(
         measured_prefactor=float(np.exp(icpt)),
         predicted_exponent=predicted_cbs_exponent(a, b),
         regime=regime,
+        plateau=plateau_test([p.data_size for p in points], [p.critical_batch_size for p in points])
+        if b <= a
+        else None,
     )

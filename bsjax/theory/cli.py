@@ -1,7 +1,8 @@
 """``bsjax theory SUBCOMMAND ...``: the theory lab from the command line; JSON on stdout.
 
 Subcommands:
-  cbs-exponent      B*(D) on the exact linear-regression risk against Corollary 6
+  cbs-exponent      B*(D) on the exact linear-regression risk against Corollary 6 (the exponent
+                    for b > a; for b <= a a plateau test, the slope only a finite-size drift)
   optimal-schedule  FSL-optimal batch schedules under a data budget (continuous, bucketed, two-phase)
   switch-point      two-phase switch point P*(D) and the exponent of (D - P*)/D
   catch-up          loss gap after a small-to-large switch, catch-up time, its dependence on (s, beta)
@@ -50,13 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
-    def add(name, fn, help_):
-        sp = sub.add_parser(name, help=help_, description=help_)
+    def add(name, fn, help_, description=None):
+        sp = sub.add_parser(name, help=help_, description=description or help_)
         sp.add_argument("--json", action="store_true", help="print the JSON on one line")
         sp.set_defaults(run=fn)
         return sp
 
-    c = add("cbs-exponent", _cmd_cbs, "critical batch size against data size (Corollary 6)")
+    c = add(
+        "cbs-exponent",
+        _cmd_cbs,
+        "critical batch size against data size (Corollary 6)",
+        "critical batch size against data size (Corollary 6): measured against predicted "
+        "exponent for b > a; for b <= a a plateau test (is B* flat within a band over the D "
+        "range?) with the slope shown as a finite-size drift. The output says the regime, the "
+        "predicted behaviour and a verdict.",
+    )
     _linreg_args(c, required=True)
     c.add_argument(
         "--data-sizes",

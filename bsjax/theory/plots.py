@@ -27,13 +27,18 @@ def plot_cbs_scaling(results, path) -> Path:
     for res in results:
         D = np.array([p.data_size for p in res.points], float)
         B = np.array([p.critical_batch_size for p in res.points])
-        line = ax.loglog(
-            D,
-            B,
-            "o",
-            label=f"a={res.a:g}, b={res.b:g}: measured {res.measured_exponent:.3f}, "
-            f"Cor. 6 {res.predicted_exponent:.3f}",
-        )[0]
+        if res.plateau is not None:
+            label = (
+                f"a={res.a:g}, b={res.b:g}: slope (finite-size drift) {res.plateau.slope:.3f}, "
+                f"Cor. 6 plateau; {'' if res.plateau.consistent else 'not '}flat within "
+                f"x{res.plateau.band:.2f}"
+            )
+        else:
+            label = (
+                f"a={res.a:g}, b={res.b:g}: measured {res.measured_exponent:.3f}, "
+                f"Cor. 6 {res.predicted_exponent:.3f}"
+            )
+        line = ax.loglog(D, B, "o", label=label)[0]
         ax.loglog(
             D, res.measured_prefactor * D**res.measured_exponent, "-", color=line.get_color(), lw=1
         )
