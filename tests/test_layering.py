@@ -1,6 +1,6 @@
 """The package layers: imports point downwards only, and the pure layers do no I/O.
 
-Order, lowest first: shared leaf modules (errors, sections); model, optim,
+Order, lowest first: shared leaf modules (errors, sections, console); model, optim,
 batching, theory (pure computation); data (corpora, I/O); config; train; cbs;
 cli on top. A package may import its own layer and those below, never above.
 """
@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bsjax"
-LEAVES = {"errors", "sections", "__init__", "__main__"}
+LEAVES = {"errors", "sections", "console", "__init__", "__main__"}
 LAYER = {"model": 1, "optim": 1, "batching": 1, "theory": 1, "data": 2, "config": 3}
 LAYER.update(storage=2, train=4, cbs=5, cli=6)
 PURE = ("model", "optim", "batching", "theory")
@@ -56,7 +56,7 @@ def _is_part(name: str) -> bool:
 
 
 def _layer(part: str) -> int:
-    # New top-level helpers of the CLI (console, help, dry runs) sit with it on top.
+    # New top-level helpers of the CLI (help, dry runs) sit with it on top.
     return LAYER.get(part, LAYER["cli"])
 
 

@@ -55,3 +55,26 @@ def test_noise_scale_statistics(fns):
     # and |g_mean|^2 is the squared gradient norm the step reports.
     assert float(m["micro_grad_sq"]) > float(m["grad_sq"]) > 0
     np.testing.assert_allclose(float(m["grad_sq"]), float(m["grad_norm"]) ** 2, rtol=1e-5)
+
+
+def test_warmed_executables_free_their_scratch_state_and_compute_the_same_step(fns):
+    from bsjax.train.executables import Executables
+
+    tokens = np.random.RandomState(1).randint(0, 67, (2, 8, 17)).astype(np.int32)
+    results = {}
+    with jax.set_mesh(fns.mesh):
+        for warm in (False, True):
+            exes = Executables(fns, seq_len=17, background=True, workers=2, warm=warm)
+            exes.submit([(2, 8), (1, 16)])
+            executable = exes.get(2, 8)
+            exes.get(1, 16)
+            exes.close()
+            assert exes._scratch is None and exes._unwarmed == 0  # nothing held after warm-up
+            batch = jax.device_put(tokens, mesh_lib.batch_sharding(fns.mesh))
+            state, metrics = executable(
+                fns.init(jax.random.key(0)), batch, step_lib.hparams_array(1e-3, 0.95, 0.9)
+            )
+            results[warm] = (jax.device_get(state["params"]), float(metrics["loss"]))
+    assert results[True][1] == results[False][1]
+    for a, b in zip(jax.tree.leaves(results[True][0]), jax.tree.leaves(results[False][0])):
+        np.testing.assert_array_equal(a, b)

@@ -167,6 +167,11 @@ class TrainSection(Section):
     log_every: int = option(10, "steps between train lines in metrics.jsonl")
     compile_ahead: bool = option(True, "compile every bucket in a background thread")
     compile_workers: int = option(0, "compile threads (0: a quarter of the cores, 1 to 4)")
+    warm_buckets: bool = option(
+        True,
+        "run each compiled bucket once on a scratch state before use (one process only; "
+        "holds one more train state while buckets compile)",
+    )
     compile_cache_dir: str = option("", "JAX persistent compilation cache ('': the default)")
     log_example_ids: bool = option(False, "write the example ids of every step")
     tensorboard: bool = option(True, "write tensorboard/ with clu's metric writer")

@@ -45,10 +45,22 @@ class Executables:
     """Compiled train steps keyed by bucket (K, M), compiled ahead in the background."""
 
     def __init__(
-        self, fns: step_lib.StepFunctions, seq_len: int, background: bool = True, workers: int = 0
+        self,
+        fns: step_lib.StepFunctions,
+        seq_len: int,
+        background: bool = True,
+        workers: int = 0,
+        warm: bool = False,
     ):
+        """``warm``: run each executable once on a scratch state after compiling it, so the
+        first real step of a bucket does not pay the runtime's first-execution set-up
+        (buffer and thread-pool allocation for new shapes). The scratch state is one more
+        train state in device memory while buckets are still compiling, freed after."""
         self._fns = fns
         self._seq_len = seq_len
+        self._warm = warm
+        self._scratch = None  # the scratch train state the warm-up runs donate and return
+        self._unwarmed = 0  # submitted buckets not yet compiled and warmed
         self._futures: dict[tuple[int, int], concurrent.futures.Future] = {}
         # XLA compiles outside the GIL, so a host with cores to spare compiles buckets in
         # parallel; on a small host one thread keeps the training step its cores.
@@ -59,6 +71,7 @@ class Executables:
             else None
         )
         self._lock = threading.Lock()
+        self._warm_lock = threading.Lock()
         self._finished: list[tuple[tuple[int, int], float]] = []
 
     def _compile(self, K: int, M: int):
@@ -69,9 +82,30 @@ class Executables:
         compiled = self._fns.train_step.lower(
             self._fns.abstract_state, batch, step_lib.hparams_abstract()
         ).compile()
+        seconds = time.perf_counter() - start
+        if self._warm:
+            self._warm_up(compiled, batch)
         with self._lock:
-            self._finished.append(((K, M), time.perf_counter() - start))
+            self._finished.append(((K, M), seconds))
         return compiled
+
+    def _warm_up(self, compiled, batch: jax.ShapeDtypeStruct) -> None:
+        """One execution on zeros (the loss is meaningless); the scratch state is freed once
+        the last submitted bucket is warm. Warm-ups run one at a time: one scratch state."""
+        with self._warm_lock:
+            if self._scratch is None:
+                self._scratch = jax.tree.map(
+                    lambda a: jnp.zeros(a.shape, a.dtype, device=a.sharding),
+                    self._fns.abstract_state,
+                )
+            tokens = jnp.zeros(batch.shape, batch.dtype, device=batch.sharding)
+            hparams = step_lib.hparams_array(lr=0.0, b2=0.99, ewa_tau=0.9)
+            self._scratch, metrics = compiled(self._scratch, tokens, hparams)
+            jax.block_until_ready(metrics)
+            with self._lock:
+                self._unwarmed -= 1
+                if self._unwarmed <= 0:
+                    self._scratch = None
 
     def submit(self, buckets: Iterable[tuple[int, int]]) -> None:
         """Queue buckets for compilation, in the order given (first needed first)."""
@@ -79,6 +113,9 @@ class Executables:
             key = (int(key[0]), int(key[1]))
             if key in self._futures:
                 continue
+            if self._warm:
+                with self._lock:
+                    self._unwarmed += 1
             if self._pool is None:
                 future: concurrent.futures.Future = concurrent.futures.Future()
                 future.set_result(self._compile(*key))

@@ -570,7 +570,12 @@ class Trainer:
         t = self.config.train
         self._write_summary("running", run.pos, {})
         self.executables = executables_lib.Executables(
-            self.fns, self.seq_len, background=t.compile_ahead, workers=t.compile_workers
+            self.fns,
+            self.seq_len,
+            background=t.compile_ahead,
+            workers=t.compile_workers,
+            # A warm-up thread's collectives could interleave differently on each process.
+            warm=t.warm_buckets and jax.process_count() == 1,
         )
         self.executables.submit(self._compile_order(run.batch_size))
         id_log = (
@@ -631,8 +636,8 @@ class Trainer:
         new_size = self.plan.resolve(decision.batch_size)
         if new_size == run.batch_size:
             return True
-        if not self._read_in_flight(run):  # the switch's first step is timed on its own
-            return False
+        # The step in flight keeps running: draining it here would idle the device for a
+        # host round trip at every switch. Its read times the first step of the new bucket.
         old, new = self.plan.bucket(run.batch_size), self.plan.bucket(new_size)
         if run.pending_switch is not None:  # superseded before its steady time was known
             self._write_switch(run.pending_switch)
