@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import inspect
-import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,99 +59,30 @@ class Field:
 
 
 # --------------------------------------------------------------- config keys
-def _typed_run_fields() -> list[Field] | None:
-    """Fields of the typed run config, where the config package provides one."""
-    try:
-        from bsjax import config as config_pkg
-        from bsjax.sections import iter_fields
-    except ImportError:
-        return None
-    cls = getattr(config_pkg, "RunConfig", None)
-    if cls is None or not dataclasses.is_dataclass(cls):
-        return None
-    return [Field(key, default, text) for key, default, text in iter_fields(cls)]
-
-
-def _docstring_help(function: Callable) -> dict[str, str]:
-    """``key -> first sentence`` from ``- key: text`` / ``key: text`` lines of a docstring.
-
-    The config sections document their keys that way (``a / b:`` and
-    ``a, b:`` name several keys at once).
-    """
-    doc = inspect.getdoc(function) or ""
-    out: dict[str, str] = {}
-    current: list[str] | None = None
-    for raw in doc.splitlines():
-        match = re.match(
-            r"^\s*(?:- )?([a-z_][a-z0-9_]*(?:\s*(?:,|/| or )\s*[a-z_][a-z0-9_]*)*):\s+(.*)$", raw
-        )
-        if match:
-            current = re.split(r"\s*(?:,|/| or )\s*", match.group(1))
-            for key in current:
-                out[key] = match.group(2).strip()
-        elif current and raw.strip() and not raw.lstrip().startswith("-"):
-            for key in current:
-                out[key] += " " + raw.strip()
-        else:
-            current = None
-    return {k: _first_sentence(v) for k, v in out.items()}
-
-
-def _first_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    match = re.match(r"^(.*?[.;])(\s|$)", text)
-    return (match.group(1) if match else text).rstrip(";.")
-
-
-def _walk(config, prefix: str, docs: dict[str, dict[str, str]]) -> Iterator[Field]:
+def _walk(config, prefix: str, helps: dict[str, str]) -> Iterator[Field]:
+    """The leaves of a ConfigDict as Fields; ``helps`` maps keys below ``prefix`` to meanings."""
     for key in list(config.keys()):
         value = config[key]
         dotted = f"{prefix}.{key}" if prefix else key
         if hasattr(value, "keys") and not isinstance(value, (str, bytes)):
-            yield from _walk(value, dotted, docs)
+            yield from _walk(value, dotted, helps)
         else:
-            section = prefix.split(".")[-1] if prefix else ""
-            yield Field(dotted, value, docs.get(section, {}).get(key, ""))
-
-
-def _section_docs() -> dict[str, dict[str, str]]:
-    """One-line meanings from the docstrings of the section defaults (untyped fallback)."""
-    from bsjax.batching.config import default_batch_config
-    from bsjax.batching.policies.config import default_policy_config
-    from bsjax.cbs.sweep.spec import default_sweep_section
-    from bsjax.data.config import default_data_config
-
-    docs = {
-        "batch": _docstring_help(default_batch_config),
-        "policy": _docstring_help(default_policy_config),
-        "data": _docstring_help(default_data_config),
-        "sweep": _docstring_help(default_sweep_section),
-    }
-    docs["analysis"] = {
-        "b_opt": "B_opt of the CBS definition (0: reference_batch_size)",
-        "overhead": "rho, the allowed step overhead over linear scaling (paper: 0.2)",
-        "alpha": "'1' or 'fit': the exponent of Y(B)",
-        "bootstrap": "bootstrap resamples of the confidence intervals",
-        "seed": "seed of the bootstrap",
-    }
-    return docs
+            yield Field(dotted, value, helps.get(dotted.split(".", 1)[-1], ""))
 
 
 def run_fields() -> list[Field]:
-    """Every key of a run config with its default and meaning."""
-    typed = _typed_run_fields()
-    if typed is not None:
-        return typed
-    from bsjax.config import base_config
+    """Every key of a run config with its default and meaning (from the typed sections)."""
+    from bsjax.config import RunConfig
+    from bsjax.sections import iter_fields
 
-    return list(_walk(base_config(), "", _section_docs()))
+    return [Field(key, default, text) for key, default, text in iter_fields(RunConfig)]
 
 
 def sweep_fields() -> list[Field]:
     """Every key of a sweep config: the ``sweep`` section, then the ``base`` run config."""
-    from bsjax.cbs.sweep.spec import default_sweep_section
+    from bsjax.cbs.sweep.spec import SWEEP_KEY_HELP, default_sweep_section
 
-    sweep = list(_walk(default_sweep_section(), "sweep", _section_docs()))
+    sweep = list(_walk(default_sweep_section(), "sweep", SWEEP_KEY_HELP))
     base = [Field(f"base.{f.key}", f.default, f.help) for f in run_fields()]
     return sweep + base
 
@@ -275,26 +204,12 @@ def split_own_flags(command: str, argv: list[str], out: Callable[[str], None] = 
 
 
 # ------------------------------------------------------------------- presets
-def paper_target_losses() -> dict[str, float]:
-    """Preset -> the paper's target loss, where the repository records one (else empty)."""
-    for module_name in ("bsjax.cbs.sweep.spec", "bsjax.cbs.paper"):
-        try:
-            module = __import__(module_name, fromlist=["_"])
-        except ImportError:
-            continue
-        for name in ("PAPER_TARGET_LOSSES", "TARGET_LOSSES", "TABLE1_TARGET_LOSSES"):
-            table_ = getattr(module, name, None)
-            if isinstance(table_, dict):
-                return {str(k): float(v) for k, v in table_.items()}
-    return {}
-
-
 def presets_text() -> str:
-    """The ``bsjax presets`` text: every preset's shape and counts, and Table 4."""
+    """The ``bsjax presets`` text: every preset's shape and counts, Tables 1 and 4."""
     from bsjax import model as model_lib
+    from bsjax.batching.paper_tables import TABLE1_CHINCHILLA_STEPS as t_chin
     from bsjax.batching.paper_tables import TABLE4
 
-    targets = paper_target_losses()
     rows = []
     for name, (n_heads, n_layers, d_model, d_ff) in model_lib.PRESETS.items():
         cfg = model_lib.preset_config(name, vocab_size=PRESET_VOCAB, ctx_len=PRESET_CTX)
@@ -309,7 +224,7 @@ def presets_text() -> str:
                 f"{counts['non_embedding']:,}",
                 f"{counts['total']:,}",
                 f"{model_lib.flops_per_token(cfg):.3g}",
-                f"{targets[name]:g}" if name in targets else "-",
+                f"{t_chin[name]:,}" if name in t_chin else "-",
             ]
         )
     lines = [
@@ -326,12 +241,14 @@ def presets_text() -> str:
             "non-embedding",
             "total",
             "FLOPs/token",
-            "target loss",
+            "target step",
         ],
         rows,
     )
-    if not targets:
-        lines.append("  target loss: the repository records none; a sweep's reference run sets it")
+    lines.append(
+        "  target step: Zhang et al. Table 1, the step of the batch-256 reference run whose EWA "
+        "eval loss is the target (the paper gives steps, not losses; a sweep measures the loss)"
+    )
     lines += [
         "",
         "Zhang et al. Table 4: beta2 / EWA tau of the fastest run per batch size "

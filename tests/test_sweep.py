@@ -334,3 +334,24 @@ def test_given_target_needs_no_reference_and_unreached_runs_are_left_out(
         )
         assert any(point.name in line and "censored" in line for line in log)
     assert outcome.critical_batch_sizes == {} and "B*: not measured" in "\n".join(log)
+
+
+def test_seeds_replicate_every_point_but_the_reference(tmp_path):
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text("{}")  # validation checks only that the file exists
+    config = load_config_file("sweep_paper.py", "151M")
+    config.base.data.tokenizer_path = str(tokenizer)
+    single = plan_sweep(config, num_devices=8)
+    config.sweep.seeds = (0, 1, 2)
+    seeded = plan_sweep(config, num_devices=8)
+    assert len(seeded.points) == 3 * len(single.points)
+    assert list(seeded.references.values()) == list(single.references.values())
+    point = next(p for p in seeded.points if p.seed == 2)
+    assert point.name.endswith("_s2") and point.name[: -len("_s2")] in {
+        p.name for p in single.points
+    }
+    run = run_config(seeded, point, 3.5)
+    assert run.seed == 2 and run.data.shuffle_seed == 2
+    config.sweep.seeds = (1, 1, -2)
+    with pytest.raises(SweepConfigError, match="sweep.seeds=.* must be distinct ints >= 0"):
+        plan_sweep(config, num_devices=8)

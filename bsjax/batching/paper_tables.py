@@ -1,4 +1,4 @@
-"""Per-batch-size Adam beta2 and EWA tau from Zhang et al. (2024), Table 4.
+"""Tables of Zhang et al. (2024): Chinchilla steps (Table 1), beta2 and EWA tau (Table 4).
 
 "How Does Critical Batch Size Scale in Pre-training?", Appendix G, Table 4:
 the values of the runs that reached the target loss in the fewest steps, for
@@ -7,6 +7,16 @@ beta1 = 0.95 and LR 3.16e-3. Values transcribed from the paper's table.
 """
 
 from __future__ import annotations
+
+# Table 1: model size -> the step of the batch-256 reference run (ctx 512) whose EWA eval
+# loss is the target; the paper publishes the steps, not the losses.
+TABLE1_CHINCHILLA_STEPS: dict[str, int] = {
+    "85M": 13193,
+    "151M": 23438,
+    "302M": 46875,
+    "604M": 93750,
+    "1.2B": 187500,
+}
 
 # model size -> {batch size: (beta2, tau)}
 TABLE4: dict[str, dict[int, tuple[float, float]]] = {

@@ -57,13 +57,15 @@ class Point:
     expected_steps: int
     max_steps: int
     is_reference: bool = False
+    seed: int | None = None  # None: the base config's seed and data order
 
     @property
     def name(self) -> str:
         prefix = f"{self.setting.label}_" if self.setting.label else ""
+        suffix = f"_s{self.seed}" if self.seed is not None else ""
         return (
             f"{prefix}bs{self.batch_size:04d}_lr{_sci(self.lr)}_b2{self.b2:.6g}"
-            f"_tau{self.ewa_tau:.6g}_wu{self.warmup_tokens}"
+            f"_tau{self.ewa_tau:.6g}_wu{self.warmup_tokens}{suffix}"
         )
 
 
@@ -196,10 +198,12 @@ def expected_steps(batch_size: int, setting: Setting, floor: int) -> int:
 def _points(
     base, spec: SweepSpec, settings: list[Setting]
 ) -> tuple[list[Point], dict[Setting, Point]]:
-    def point(setting, B, lr, b2, tau, wu, is_reference=False) -> Point:
+    def point(setting, B, lr, b2, tau, wu, is_reference=False, seed=None) -> Point:
         n = expected_steps(B, setting, spec.min_expected_steps)
         cap = setting.t_chin if is_reference else math.ceil(spec.max_steps_factor * n)
-        return Point(setting, B, float(lr), float(b2), float(tau), int(wu), n, cap, is_reference)
+        return Point(
+            setting, B, float(lr), float(b2), float(tau), int(wu), n, cap, is_reference, seed
+        )
 
     points, references = [], {}
     preset = base.model.preset
@@ -220,7 +224,11 @@ def _points(
             for lr in spec.lr:
                 for b2 in _values(spec, "b2", B, s, preset):
                     for tau in _values(spec, "ewa_tau", B, s, preset):
-                        points += [point(s, B, lr, b2, tau, wu) for wu in warmups]
+                        points += [
+                            point(s, B, lr, b2, tau, wu, seed=seed)
+                            for wu in warmups
+                            for seed in spec.seeds or (None,)
+                        ]
     return points, references
 
 
@@ -258,6 +266,11 @@ def run_overrides(point: Point, target_loss: float) -> dict[str, Any]:
             "optim.b2": point.b2,
             "optim.ewa_tau": point.ewa_tau,
             "optim.warmup_tokens": point.warmup_tokens,
+            **(
+                {"seed": point.seed, "data.shuffle_seed": point.seed}
+                if point.seed is not None
+                else {}
+            ),
             "train.target_loss": 0.0 if point.is_reference else float(target_loss),
             "train.eval_schedule": "hybrid",
             "train.expected_steps": point.expected_steps,
@@ -286,8 +299,11 @@ def run_config(plan: SweepPlan, point: Point, target_loss: float) -> ml_collecti
     """The full run config of ``point`` (a reference run gets target 0 whatever ``target_loss`` is)."""
     c = base_with_target_section(plan.base)
     for key, value in run_overrides(point, target_loss).items():
-        section, name = key.split(".")
-        c[section][name] = value
+        if "." in key:
+            section, name = key.split(".")
+            c[section][name] = value
+        else:  # a top-level key (seed)
+            c[key] = value
     return c
 
 

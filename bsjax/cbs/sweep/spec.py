@@ -50,6 +50,11 @@ def default_sweep_section() -> ml_collections.ConfigDict:
       ``model`` section (e.g. "d_model=64,n_layers=4" or "preset=302M"); one
       setting per model. Run folders carry a setting prefix (model and ratio)
       unless the sweep has the base model only, at one ratio.
+    - seeds: () trains each point once with the base config's seeds; (0, 1, 2)
+      trains each point once per seed (``seed`` and ``data.shuffle_seed`` both
+      set to it; folders end in ``_s<seed>``). The fit then resamples seeds
+      within each batch size for its interval. The reference run keeps the base
+      seeds.
     - target_loss: 0 takes the target from the reference run; > 0 uses it as is.
     - max_steps_factor: a run gives up after this many times its expected steps.
     - min_expected_steps: floor of the expected steps of large batch sizes.
@@ -76,6 +81,7 @@ def default_sweep_section() -> ml_collections.ConfigDict:
             reference_batch_size=256,
             chinchilla_ratio=20.0,
             models=("",),
+            seeds=(),
             target_loss=0.0,
             max_steps_factor=4.0,
             min_expected_steps=100,
@@ -97,6 +103,46 @@ def default_sweep_section() -> ml_collections.ConfigDict:
             analysis=dict(b_opt=0.0, overhead=0.2, alpha="1", bootstrap=1000, seed=0),
         )
     )
+
+
+# One line per key of the sweep section (``bsjax sweep --help`` shows them).
+SWEEP_KEY_HELP = {
+    "batch_sizes": "global batch sizes (sequences) to measure",
+    "lr": "grid of peak learning rates (a tuple, or one value)",
+    "b2": "grid of Adam beta2 values (with b2_rule 'grid' or 'half_life')",
+    "ewa_tau": "grid of EWA decays tau (with ewa_tau_rule 'grid' or 'half_life')",
+    "b2_rule": "grid (values as given) | half_life (v at B_ref, v**(B/B_ref) at B) | table",
+    "ewa_tau_rule": "grid | half_life | table, as b2_rule",
+    "b2_table": "b2_rule 'table': 'B:value ...' (the entry at or below each B), or a preset name",
+    "ewa_tau_table": "ewa_tau_rule 'table': 'B:value ...', or a preset name",
+    "warmup_fraction": "grid of warm-up lengths as fractions of the reference run's tokens",
+    "warmup_tokens": "grid of warm-up lengths in tokens (instead of warmup_fraction)",
+    "reference_batch_size": "B_ref of the reference run that sets the target (paper: 256)",
+    "chinchilla_ratio": "tokens per non-embedding parameter of the reference run (a tuple: one "
+    "setting per ratio)",
+    "models": "'' for the base model, or 'key=value,...' model overrides (one setting each)",
+    "seeds": "() one run per point; (0, 1, 2) one per seed (seed and data.shuffle_seed)",
+    "target_loss": "0: the reference run's EWA loss at its Chinchilla step; > 0: this target",
+    "max_steps_factor": "a run gives up (censored) after this many times its expected steps",
+    "min_expected_steps": "floor of the expected steps of large batch sizes",
+    "print_commands": "print the cluster commands and train nothing",
+    "executor": "local (subprocesses of this machine) | slurm (through submitit)",
+    "parallel": "local runs at once (0: one per free device group)",
+    "retry_failed": "train runs that failed before again (else they are reported and skipped)",
+    "slurm.cluster": "submitit cluster: slurm, or local/debug to test the path",
+    "slurm.partition": "Slurm partition ('' : the cluster's default)",
+    "slurm.timeout_min": "wall-time limit of each job in minutes",
+    "slurm.gpus_per_node": "GPUs per job (0: none)",
+    "slurm.cpus_per_task": "CPUs per job (0: the cluster's default)",
+    "slurm.mem_gb": "memory per job in GB (0: the cluster's default)",
+    "slurm.array_parallelism": "most jobs of the array running at once (0: no limit)",
+    "slurm.setup": "shell lines run before each job, ';'-separated (module load, venv)",
+    "analysis.b_opt": "B_opt of the CBS definition (0: reference_batch_size)",
+    "analysis.overhead": "rho, the allowed step overhead over linear scaling (paper: 0.2)",
+    "analysis.alpha": "'1' or 'fit': the exponent of Y(B)",
+    "analysis.bootstrap": "bootstrap resamples of the confidence intervals",
+    "analysis.seed": "seed of the bootstrap",
+}
 
 
 def sweep_config(base: ml_collections.ConfigDict, **sweep_values: Any) -> ml_collections.ConfigDict:
@@ -129,6 +175,7 @@ class SweepSpec:
     reference_batch_size: int
     ratios: tuple[float, ...]
     models: tuple[tuple[tuple[str, Any], ...], ...]  # model-section overrides per model
+    seeds: tuple[int, ...]  # () : one run per point with the base config's seeds
     target_loss: float
     max_steps_factor: float
     min_expected_steps: int
@@ -349,6 +396,12 @@ def read_spec(config: ml_collections.ConfigDict) -> SweepSpec:
         problems.append(
             f"sweep.chinchilla_ratio={sweep.chinchilla_ratio!r} must be a number > 0 (or a tuple of them)"
         )
+    seeds = _as_list(sweep.get("seeds", ()))
+    if not all(_is_int(v) and v >= 0 for v in seeds) or len(set(seeds)) != len(seeds):
+        problems.append(
+            f"sweep.seeds={seeds!r} must be distinct ints >= 0 (or () for the base config's seed)"
+        )
+        seeds = []
     target = sweep.target_loss
     if not (_is_number(target) and target >= 0):
         problems.append(f"sweep.target_loss={target!r} must be >= 0 (0: from the reference run)")
@@ -384,6 +437,7 @@ def read_spec(config: ml_collections.ConfigDict) -> SweepSpec:
         b_ref,
         tuple(float(r) for r in ratios),
         models,
+        tuple(seeds),
         float(target),
         float(factor),
         floor,
