@@ -73,6 +73,10 @@ def test_target_loss_stops_with_steps_to_target(tmp_path, text_corpus, data_cach
     first = next(l for l in evals if l["ewa_eval_loss"] <= 5.2)
     assert summary["steps_to_target"] == first["step"] == summary["steps"]
     assert summary["tokens_to_target"] == first["tokens"]
+    crossing = summary["target_crossing"]  # interpolated between the bracketing evaluations
+    before = evals[evals.index(first) - 1]
+    assert (crossing["before_step"], crossing["after_step"]) == (before["step"], first["step"])
+    assert before["step"] < crossing["steps"] <= first["step"]
 
 
 BAD = [

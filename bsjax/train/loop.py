@@ -797,6 +797,16 @@ class Trainer:
         run.last_eval_step = pos.step
         return ewa_loss
 
+    def _target_crossing(self) -> dict[str, Any] | None:
+        """The crossing interpolated in log-steps between the evaluations that bracket the
+        target (``steps_to_target`` is the first evaluation at or below it: the stop)."""
+        from bsjax.train.eval_schedule import target_crossing
+
+        self.metrics.flush()
+        evals = metrics_lib.read_run_metrics(self.workdir, "eval")
+        crossing = target_crossing(evals, self.config.train.target_loss)
+        return None if crossing is None else dataclasses.asdict(crossing)
+
     def _finish(self, run: LoopState) -> dict[str, Any]:
         """Read the last step, final eval and save, the 'stopped' event and the summary."""
         if run.status != "diverged":
@@ -807,6 +817,8 @@ class Trainer:
         if status in ("max_steps", "max_tokens") and run.last_eval_step != pos.step and pos.step:
             self._evaluate(run)  # the final losses describe the final state
         extra = run.results
+        if status == "target_reached" and self.is_main:
+            extra["target_crossing"] = self._target_crossing()
         if status == "diverged":
             pos = run.last_good  # the checkpoints on disk hold only finite states
         else:
