@@ -119,6 +119,21 @@ def test_rerun_skips_finished_runs(finished, tmp_path):
     assert sum(line.endswith("skipped") for line in log) == 3
 
 
+def test_analyze_rewrites_the_sweeps_report_byte_for_byte(finished, tmp_path):
+    from bsjax.cbs.cli import analyze_main
+
+    _, workdir, _, _ = finished
+    copy = tmp_path / workdir.name  # the report's title names the folder
+    shutil.copytree(workdir, copy)
+    written = {p.name: p.read_bytes() for p in (copy / "report").iterdir() if p.suffix != ".png"}
+    shutil.rmtree(copy / "report")
+    assert analyze_main([str(copy)]) == 0
+    again = {p.name: p.read_bytes() for p in (copy / "report").iterdir() if p.suffix != ".png"}
+    assert sorted(again) == sorted(written)
+    for name, data in written.items():
+        assert again[name] == data.replace(str(workdir).encode(), str(copy).encode()), name
+
+
 def test_interrupted_run_resumes(finished, tmp_path):
     config, workdir, _, _ = finished
     copy = tmp_path / "sweep"

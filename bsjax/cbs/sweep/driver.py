@@ -310,7 +310,7 @@ class _Sweep:
             if not finished:
                 self.out("report: not written (no run of the sweep has finished)")
                 return self._outcome(None, {})
-        report, b_star = _report(plan, self.workdir, self.out)
+        report, b_star = _report(self.workdir, self.out)
         return self._outcome(report, b_star)
 
     def _preempt(self) -> None:
@@ -349,23 +349,13 @@ class _Sweep:
         )
 
 
-def _report(
-    plan: SweepPlan, workdir: Path, out: Callable[[str], None]
-) -> tuple[Path, dict[str, float]]:
+def _report(workdir: Path, out: Callable[[str], None]) -> tuple[Path, dict[str, float]]:
     """Fit and write report/; print its path, the warnings and every measured B*."""
-    from bsjax.cbs.analysis import analyze_sweep
+    from bsjax.cbs.analysis import analyze_sweep, sweep_options
     from bsjax.cbs.report import render_report
 
-    a = plan.analysis
-    alpha = str(a["alpha"]).strip().lower()
-    analysis = analyze_sweep(
-        workdir,
-        b_opt=float(a["b_opt"]) or float(plan.spec.reference_batch_size),
-        overhead=float(a["overhead"]),
-        alpha="fit" if alpha == "fit" else float(alpha),
-        bootstrap=int(a["bootstrap"]),
-        seed=int(a["seed"]),
-    )
+    # The options sweep.json recorded, as `bsjax analyze` reads them: the same report.
+    analysis = analyze_sweep(workdir, **sweep_options(workdir))
     path = render_report(analysis)
     for note in dict.fromkeys(analysis.notes + [n for c in analysis.curves for n in c.notes]):
         out(f"warning: {note}")
