@@ -120,3 +120,25 @@ def test_killed_build_leaves_no_cache_and_next_build_completes(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(packed.tokens_NL).reshape(-1), _stream(DOCS, tok)[: packed.tokens_NL.size]
     )
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "unreadable"),
+        (lambda p: p.write_bytes(b"\x93NUMPY garbage" * 40), "unreadable"),
+        (lambda p: p.write_bytes(p.read_bytes()[:-1] + b"\xff"), "SHA-256"),
+    ],
+    ids=["truncated", "garbage", "flipped_byte"],
+)
+def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, damage, reason):
+    tok = ByteTokenizer()
+    docs = CountingDocs(DOCS)
+    first = load_or_pack(tmp_path, _key(), docs, tok, 0)
+    expected = np.asarray(first.tokens_NL).copy()
+    damage(first.path)
+    with caplog.at_level("WARNING"):
+        again = load_or_pack(tmp_path, _key(), docs, tok, 0)
+    assert again.built and docs.opened == 2
+    assert any(reason in r.message and "rebuilding" in r.message for r in caplog.records)
+    np.testing.assert_array_equal(np.asarray(again.tokens_NL), expected)

@@ -9,7 +9,9 @@ to a temporary name then renamed, so a killed build leaves no partial cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -20,6 +22,8 @@ import numpy as np
 
 from bsjax.data.errors import DataError
 from bsjax.data.files import identity_key
+
+log = logging.getLogger(__name__)
 
 _FLUSH_TOKENS = 1 << 20  # tokens buffered before a write to the scratch file
 _COPY_ROWS = 1 << 14  # rows per block when the scratch file becomes the .npy
@@ -149,6 +153,35 @@ def pack_to_file(
             Path(final_tmp).unlink(missing_ok=True)
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_problem(npy_path: Path, meta_path: Path, seq_len: int) -> str | None:
+    """Why a packed cache file cannot be used (unreadable header, wrong shape, a size or
+    SHA-256 that differs from its sidecar), or None when it is sound."""
+    try:
+        tokens_NL = np.load(npy_path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:
+        return f"unreadable ({type(err).__name__}: {err})"
+    if tokens_NL.ndim != 2 or tokens_NL.shape[1] != seq_len:
+        return f"of shape {tokens_NL.shape}, not [N, {seq_len}]"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return f"without a readable sidecar {meta_path.name}"
+    expected = meta.get("stats", {}).get("num_sequences")
+    if expected is not None and expected != tokens_NL.shape[0]:
+        return f"{tokens_NL.shape[0]} sequences long where its sidecar says {expected}"
+    if "sha256" in meta and _file_sha256(npy_path) != meta["sha256"]:
+        return "not the file its sidecar's SHA-256 describes"
+    return None
+
+
 def load_or_pack(
     cache_dir: Path, key: dict, texts: Callable[[], Iterable[str]], tokenizer, max_tokens: int
 ) -> PackedSplit:
@@ -163,15 +196,18 @@ def load_or_pack(
     stem = f"{key['split'].replace('/', '_')}-L{seq_len}-{identity_key(key)}"
     npy_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
     built = False
+    if npy_path.exists():
+        problem = _cache_problem(npy_path, meta_path, seq_len)
+        if problem is not None:
+            log.warning("the packed cache %s is %s: rebuilding it", npy_path, problem)
+            npy_path.unlink()
+            meta_path.unlink(missing_ok=True)
     if not npy_path.exists():
         stats = pack_to_file(texts(), tokenizer, seq_len, max_tokens, npy_path)
-        _atomic_write_bytes(meta_path, json.dumps({"key": key, "stats": stats}, indent=1).encode())
+        meta = {"key": key, "stats": stats, "sha256": _file_sha256(npy_path)}
+        _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
         built = True
     tokens_NL = np.load(npy_path, mmap_mode="r")
-    if tokens_NL.ndim != 2 or tokens_NL.shape[1] != seq_len:
-        raise DataError(
-            f"cache_dir: {npy_path} has shape {tokens_NL.shape}, expected [N, {seq_len}]; delete it"
-        )
     stats = {
         "num_sequences": int(tokens_NL.shape[0]),
         "seq_len": seq_len,
