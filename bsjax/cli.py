@@ -117,6 +117,7 @@ def _config_command(name: str, argv: list[str]) -> int:
                 raise
             print(f"bsjax {name}: failed: {err}", file=sys.stderr)
             result["rc"] = errors.EXIT_FAILED
+            _mute_stderr_at_exit()
         except KeyboardInterrupt:
             print(f"bsjax {name}: interrupted", file=sys.stderr)
             result["rc"] = errors.EXIT_INTERRUPTED
@@ -209,11 +210,26 @@ def _end_screen(summary: dict) -> list[str]:
 
 class _DropChatter(logging.Filter):
     """Drop INFO lines of libraries (orbax narrates every checkpoint); keep bsjax's own
-    and clu's progress reports, and every warning."""
+    and clu's progress reports, and every warning. orbax's errors are dropped too (without
+    --debug): each is also raised, and the run reports it once with its reason."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         path = record.pathname
+        if record.levelno >= logging.ERROR and _from_orbax(record):
+            return "--debug" in sys.argv
         return record.levelno >= logging.WARNING or "site-packages" not in path or "/clu/" in path
+
+
+def _from_orbax(record: logging.LogRecord) -> bool:
+    """Whether orbax logged ``record`` (from its own frames, or absl's on its behalf)."""
+    if "/orbax/" in record.pathname or str(record.msg).startswith("[process="):
+        return True
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if "/orbax/" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _quiet_library_logs() -> None:
@@ -221,6 +237,32 @@ def _quiet_library_logs() -> None:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(_DropChatter())
     logging.getLogger("absl").addFilter(_DropChatter())
+    # A failed async checkpoint write (a full disk) leaves one "Task exception was never
+    # retrieved" traceback per array; the run reports the failure once, with its reason.
+    if "--debug" not in sys.argv:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        sys.excepthook = _drop_closed_loop_errors(sys.excepthook)
+
+
+def _mute_stderr_at_exit() -> None:
+    """After a failure's one message: the storage threads of a failed write may still print
+    tracebacks while the interpreter shuts down; send them nowhere (--debug keeps them)."""
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def _drop_closed_loop_errors(hook):
+    """tensorstore's callbacks of a failed async write can fire after orbax closed their
+    event loop; each would print a 'RuntimeError: Event loop is closed' traceback."""
+
+    def excepthook(kind, value, traceback):
+        if kind is RuntimeError and str(value) == "Event loop is closed":
+            return
+        hook(kind, value, traceback)
+
+    return excepthook
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -530,8 +530,7 @@ class Trainer:
 
     def _write_stop(self, status: str, reason: str) -> None:
         """The summary of a run that stopped abnormally: its status, why, and the newest
-        checkpoint on disk (where a rerun continues)."""
-        log.error("%s", reason)
+        checkpoint on disk (where a rerun continues). The reason is raised, not logged."""
         if self.checkpointer is not None:
             try:
                 self.checkpointer.wait()  # a save that did finish counts
