@@ -50,3 +50,43 @@ def switch_reference(tmp_path_factory, text_corpus, data_caches):
         th.config(text_corpus, data_caches, "switch", train__log_example_ids=True), workdir
     )
     return workdir, summary
+
+
+# The tiny sweep shared by test_sweep.py and test_executors.py: t_chin = ceil(0.5 * 16704 /
+# (32 * 16)) = 17 steps for the tiny test model at the reference batch 16.
+TINY_SWEEP = dict(
+    batch_sizes=(8, 16, 32),
+    reference_batch_size=16,
+    chinchilla_ratio=0.5,
+    lr=(1e-2,),
+    b2=(0.99,),
+    ewa_tau=(0.9,),
+    ewa_tau_rule="half_life",
+    warmup_fraction=(0.1,),
+    max_steps_factor=4.0,
+    min_expected_steps=4,
+    analysis=dict(bootstrap=20),
+)
+
+
+def tiny_sweep_config(corpus, caches, **sweep_values):
+    """The tiny sweep's config with ``sweep_values`` changed."""
+    import train_helpers as th
+
+    from bsjax.cbs.sweep import sweep_config
+
+    base = th.config(corpus, caches, train__tensorboard=False, train__checkpoint_every=1000)
+    return sweep_config(base, **{**TINY_SWEEP, **sweep_values})
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, text_corpus, data_caches):
+    """The tiny sweep run to the end by the local executor, one run at a time:
+    (config, workdir, outcome, printed lines). Tests only read it or copy it."""
+    from bsjax.cbs.sweep import run_sweep
+
+    workdir = tmp_path_factory.mktemp("sweep")
+    log: list[str] = []
+    config = tiny_sweep_config(text_corpus, data_caches, parallel=1)
+    outcome = run_sweep(config, workdir, out=log.append)
+    return config, workdir, outcome, log

@@ -1,5 +1,6 @@
-"""Sweep executors: parallel local subprocesses and submitit jobs give the sequential sweep's
-results; references finish before their points; failed runs are reported and retried on request."""
+"""Sweep executors: parallel local subprocesses give the sequential sweep's results, bitwise;
+references finish before their points; a failed run is reported, and retried on request
+through submitit."""
 
 import json
 import shlex
@@ -8,31 +9,11 @@ import sys
 
 import pytest
 import train_helpers as th
+from conftest import tiny_sweep_config as sweep_cfg
 
-from bsjax.cbs.sweep import SweepConfigError, plan_sweep, run_sweep, sweep_config
+from bsjax.cbs.sweep import SweepConfigError, plan_sweep, run_sweep
 
-# The tiny sweep of test_sweep.py: t_chin = 17 steps at the reference batch 16.
-SWEEP = dict(
-    batch_sizes=(8, 16, 32),
-    reference_batch_size=16,
-    chinchilla_ratio=0.5,
-    lr=(1e-2,),
-    b2=(0.99,),
-    ewa_tau=(0.9,),
-    ewa_tau_rule="half_life",
-    warmup_fraction=(0.1,),
-    max_steps_factor=4.0,
-    min_expected_steps=4,
-    analysis=dict(bootstrap=20),
-)
-
-
-pytestmark = pytest.mark.slow  # eight tiny runs, each a subprocess
-
-
-def sweep_cfg(corpus, caches, **sweep_values):
-    base = th.config(corpus, caches, train__tensorboard=False, train__checkpoint_every=1000)
-    return sweep_config(base, **{**SWEEP, **sweep_values})
+pytestmark = pytest.mark.slow  # five tiny runs, each a subprocess
 
 
 def steps_to_target(workdir, plan):
@@ -40,21 +21,16 @@ def steps_to_target(workdir, plan):
 
 
 @pytest.fixture(scope="module")
-def parallel_and_sequential(tmp_path_factory, text_corpus, data_caches):
-    """The same sweep twice: 2 local subprocesses at a time, and submitit jobs one at a time."""
-    out = {}
-    for name, values in (
-        ("parallel", dict(executor="local", parallel=2)),
-        (
-            "sequential",
-            dict(executor="slurm", slurm=dict(cluster="local", array_parallelism=1)),
-        ),
-    ):
-        workdir = tmp_path_factory.mktemp(name)
-        log: list[str] = []
-        config = sweep_cfg(text_corpus, data_caches, **values)
-        out[name] = (config, workdir, run_sweep(config, workdir, out=log.append), log)
-    return out
+def parallel_and_sequential(tmp_path_factory, text_corpus, data_caches, tiny_sweep):
+    """The tiny sweep with 2 local subprocesses at a time, and the shared one that ran one
+    at a time."""
+    workdir = tmp_path_factory.mktemp("parallel")
+    log: list[str] = []
+    config = sweep_cfg(text_corpus, data_caches, executor="local", parallel=2)
+    return dict(
+        parallel=(config, workdir, run_sweep(config, workdir, out=log.append), log),
+        sequential=tiny_sweep,
+    )
 
 
 def test_parallel_sweep_measures_what_the_sequential_one_does(parallel_and_sequential):
@@ -64,7 +40,7 @@ def test_parallel_sweep_measures_what_the_sequential_one_does(parallel_and_seque
     names = sorted(p.name for p in plan.runs())
     for outcome in (par, seq):
         assert sorted(outcome.trained) == names and outcome.failed == {} and outcome.skipped == []
-    assert "up to 2 run(s) at once" in par_log[0] and "submitit" in seq_log[0]
+    assert "up to 2 run(s) at once" in par_log[0] and "up to 1 run(s) at once" in seq_log[0]
     assert par.targets == seq.targets
     assert steps_to_target(par_dir, plan) == steps_to_target(seq_dir, plan)
     assert all(v is not None for v in steps_to_target(par_dir, plan).values())
@@ -123,7 +99,13 @@ def test_failed_run_is_reported_and_retried_on_request(
     assert any("failed before" in l and point.name in l for l in log)
 
     (run_dir / "checkpoints").unlink()
-    retry = sweep_cfg(text_corpus, data_caches, executor="local", parallel=2, retry_failed=True)
+    retry = sweep_cfg(  # the retry goes through submitit (its local cluster)
+        text_corpus,
+        data_caches,
+        executor="slurm",
+        slurm=dict(cluster="local", array_parallelism=1),
+        retry_failed=True,
+    )
     retried = run_sweep(retry, copy, out=[].append)
     assert retried.trained == [point.name] and retried.failed == {}
     assert (

@@ -12,41 +12,17 @@ from pathlib import Path
 import pytest
 import train_helpers as th
 from absl import flags
+from conftest import tiny_sweep_config as sweep_cfg
 from ml_collections import config_flags
 
-from bsjax.cbs.sweep import SweepConfigError, plan_sweep, run_config, run_sweep, sweep_config
+from bsjax.cbs.sweep import SweepConfigError, plan_sweep, run_config, run_sweep
 from bsjax.train.eval_schedule import eval_steps
 from bsjax.train.loop import train
 
-# t_chin = ceil(0.5 * 16704 / (32 * 16)) = 17 steps for the tiny test model at batch 16.
-SWEEP = dict(
-    batch_sizes=(8, 16, 32),
-    reference_batch_size=16,
-    chinchilla_ratio=0.5,
-    lr=(1e-2,),
-    b2=(0.99,),
-    ewa_tau=(0.9,),
-    ewa_tau_rule="half_life",
-    warmup_fraction=(0.1,),
-    max_steps_factor=4.0,
-    min_expected_steps=4,
-    analysis=dict(bootstrap=20),
-)
-
-
-def sweep_cfg(corpus, caches, **sweep_values):
-    base = th.config(corpus, caches, train__tensorboard=False, train__checkpoint_every=1000)
-    return sweep_config(base, **{**SWEEP, **sweep_values})
-
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, text_corpus, data_caches):
-    """One sweep run to the end, shared by the tests that only read it (or copy it)."""
-    workdir = tmp_path_factory.mktemp("sweep")
-    log: list[str] = []
-    config = sweep_cfg(text_corpus, data_caches)
-    outcome = run_sweep(config, workdir, out=log.append)
-    return config, workdir, outcome, log
+def finished(tiny_sweep):
+    return tiny_sweep
 
 
 def eval_lines(run_dir):
