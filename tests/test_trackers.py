@@ -157,3 +157,22 @@ def test_metrics_log_feeds_tensorboard_from_metric_lines(tmp_path):
     assert [e.step for e in acc.Scalars("train/loss")] == [5]
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["kind"] for line in lines] == ["train", "eval", "compile"]
+
+
+def test_a_run_with_a_wandb_project_feeds_both_trackers(
+    tmp_path, monkeypatch, text_corpus, data_caches
+):
+    import train_helpers as th
+
+    for name, value in dict(
+        WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DISABLE_CODE="true"
+    ).items():
+        monkeypatch.setenv(name, value)
+    workdir = tmp_path / "run"
+    th.run_cli(
+        workdir, text_corpus, data_caches, train__max_steps=4, train__wandb__project="bsjax-test"
+    )
+    assert len(list((workdir / "wandb").glob("offline-run-*"))) == 1
+    (event_file,) = (workdir / "tensorboard").iterdir()
+    acc = _accumulator(event_file.parent)
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]

@@ -150,6 +150,14 @@ class MeshSection(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class WandbSection(Section):
+    """``train.wandb``: the optional W&B tracker, fed from the same metric lines as TensorBoard."""
+
+    project: str = option("", "W&B project ('': no W&B); WANDB_MODE=offline writes locally")
+    entity: str = option("", "W&B entity (team or user; '': the default of the API key)")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainSection(Section):
     """The ``train`` section: stops, evaluation, checkpoints, logging, compilation."""
 
@@ -174,7 +182,8 @@ class TrainSection(Section):
     )
     compile_cache_dir: str = option("", "JAX persistent compilation cache ('': the default)")
     log_example_ids: bool = option(False, "write the example ids of every step")
-    tensorboard: bool = option(True, "write tensorboard/ with clu's metric writer")
+    tensorboard: bool = option(True, "write tensorboard/: scalars and the run's hparams")
+    wandb: WandbSection = subsection(WandbSection, "Weights & Biases (off without a project)")
 
     def check(self, path: str = "train") -> list[str]:
         problems = []

@@ -280,9 +280,16 @@ class Trainer:
             resolved["model_params"] = self.counts
             resolved["compile_cache_dir"] = str(self.compile_cache) if self.compile_cache else "off"
             metrics_lib.write_json_atomic(self.workdir / "config.json", resolved)
+        from bsjax.train.trackers import flat_hparams
+
         t = self.config.train
         self.metrics = metrics_lib.MetricsLog(
-            self.workdir, enabled=self.is_main, tensorboard=t.tensorboard
+            self.workdir,
+            enabled=self.is_main,
+            tensorboard=t.tensorboard,
+            wandb_project=t.wandb.project,
+            wandb_entity=t.wandb.entity,
+            hparams=flat_hparams(config_lib.to_dict(self.config)),
         )
         kind = start.kind if restored is not None or start.kind == "new" else "restart"
         self.metrics.write(

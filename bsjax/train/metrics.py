@@ -49,6 +49,7 @@ class MetricsLog:
         enabled: bool = True,
         tensorboard: bool = True,
         wandb_project: str = "",
+        wandb_entity: str = "",
         hparams: dict[str, Any] | None = None,
     ):
         self.enabled = enabled
@@ -64,7 +65,11 @@ class MetricsLog:
         from bsjax.train.trackers import make_writer
 
         self._writer = make_writer(
-            workdir, tensorboard=tensorboard, wandb_project=wandb_project, hparams=hparams
+            workdir,
+            tensorboard=tensorboard,
+            wandb_project=wandb_project,
+            wandb_entity=wandb_entity,
+            hparams=hparams,
         )
 
     def write(self, kind: str, step: int, examples: int, tokens: int, **values: Any) -> None:
