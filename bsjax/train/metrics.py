@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import math
 import os
 import time
@@ -178,31 +177,17 @@ def read_run_metrics(
     return [l for l in live_history(lines) if kinds is None or l.get("kind") in kinds]
 
 
-class _ConsoleProgress:
-    """Steps/s and ETA on the console every ``every`` steps: the fallback for clu's
-    ReportProgress where TensorFlow (which clu's writers import) is not installed."""
-
-    def __init__(self, num_train_steps: int | None, every_steps: int):
-        self._total, self._every = num_train_steps, every_steps
-        self._last_step, self._last_time = None, time.perf_counter()
-
-    def __call__(self, step: int) -> None:
-        if step % self._every:
-            return
-        now = time.perf_counter()
-        if self._last_step is not None and step > self._last_step:
-            rate = (step - self._last_step) / (now - self._last_time)
-            eta = f", ETA {(self._total - step) / rate:.0f}s" if self._total else ""
-            logging.getLogger("bsjax").info("step %d: %.2f steps/s%s", step, rate, eta)
-        self._last_step, self._last_time = step, now
-
-
 def progress_reporter(num_train_steps: int | None, writer, every_steps: int):
-    """clu's ReportProgress (steps/s, ETA), or a console fallback without TensorFlow."""
+    """clu's ReportProgress (steps/s and ETA into the trackers) when there is a tracker;
+    else nothing: the console's progress bar shows the same. clu's periodic actions import
+    TensorFlow where it is installed (seconds per process), so a run without trackers skips
+    them."""
+    if writer is None:
+        return lambda step: None
     try:
         from clu import periodic_actions
     except ImportError:
-        return _ConsoleProgress(num_train_steps, every_steps)
+        return lambda step: None
     return periodic_actions.ReportProgress(
         num_train_steps=num_train_steps, writer=writer, every_steps=every_steps
     )
