@@ -142,3 +142,15 @@ def test_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, damage, reaso
     assert again.built and docs.opened == 2
     assert any(reason in r.message and "rebuilding" in r.message for r in caplog.records)
     np.testing.assert_array_equal(np.asarray(again.tokens_NL), expected)
+
+
+def test_a_corpus_of_random_bytes_is_refused(tmp_path):
+    garbage = [
+        bytes(np.random.RandomState(i).randint(0, 256, 2000, dtype=np.uint8)).decode(
+            "utf-8", errors="replace"
+        )
+        for i in range(4)
+    ]
+    with pytest.raises(DataError, match="mostly not text"):
+        load_or_pack(tmp_path, _key(), CountingDocs(garbage), ByteTokenizer(), 0)
+    assert not list(tmp_path.glob("*.npy"))

@@ -32,6 +32,10 @@ CORPUS_SUFFIXES = WHOLE_FILE_SUFFIXES + JSON_LINES_SUFFIXES + PARQUET_SUFFIXES
 
 _PARQUET_BATCH_ROWS = 4096
 
+# Refuse a corpus with more undecodable bytes than this. Random bytes are about half
+# undecodable (their ASCII half decodes); text, even with stray Latin-1, has next to none.
+MAX_UNDECODABLE_FRACTION = 0.2
+
 
 @dataclass
 class ReadStats:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bsjax.data.documents import MAX_UNDECODABLE_FRACTION
 from bsjax.data.errors import DataError
 from bsjax.data.files import identity_key
 
@@ -76,6 +77,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+REPLACEMENT_CHARACTER = "\ufffd"  # what a UTF-8 decoder puts for bytes it cannot decode
+
+
 def pack_to_file(
     texts: Iterable[str], tokenizer, seq_len: int, max_tokens: int, out_path: Path
 ) -> dict:
@@ -98,8 +102,11 @@ def pack_to_file(
         written = documents = 0
         pending: list[np.ndarray] = []
         pending_tokens = 0
+        characters = replaced = 0
         with os.fdopen(scratch_fd, "wb") as raw:
             for text in texts:
+                characters += len(text)
+                replaced += text.count(REPLACEMENT_CHARACTER)
                 ids_T = np.concatenate([tokenizer.encode(text).astype(np.int64), eos])
                 if ids_T.size and (ids_T.min() < 0 or ids_T.max() >= tokenizer.vocab_size):
                     raise DataError(f"tokenizer: produced ids outside [0, {tokenizer.vocab_size})")
@@ -116,6 +123,11 @@ def pack_to_file(
             if pending:
                 raw.write(np.concatenate(pending).tobytes())
                 written += pending_tokens
+        if characters and replaced > MAX_UNDECODABLE_FRACTION * characters:
+            raise DataError(
+                f"the corpus is mostly not text: {replaced} of {characters} characters are "
+                f"U+FFFD (bytes that are not UTF-8); give a folder of UTF-8 text files"
+            )
         rows = written // seq_len
         if rows == 0:
             raise DataError(

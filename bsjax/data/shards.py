@@ -22,13 +22,17 @@ from pathlib import Path
 import numpy as np
 from etils import epath
 
-from bsjax.data.documents import CORPUS_SUFFIXES, ReadStats, file_texts
+from bsjax.data.documents import (
+    CORPUS_SUFFIXES,
+    MAX_UNDECODABLE_FRACTION,
+    ReadStats,
+    file_texts,
+)
 from bsjax.data.errors import DataError
 from bsjax.data.tokenizers import make_tokenizer
 
 SHARD_TARGET_BYTES = 1 << 20  # small files are grouped into shards of about this many bytes
 SHARD_FORMAT = 2
-MAX_UNDECODABLE_FRACTION = 0.5  # a shard with more non-UTF-8 bytes than this is refused
 _ENCODE_BATCH = 256  # documents per tokenizer call
 
 
