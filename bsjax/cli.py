@@ -241,7 +241,7 @@ def _quiet_library_logs() -> None:
     # retrieved" traceback per array; the run reports the failure once, with its reason.
     if "--debug" not in sys.argv:
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        sys.excepthook = _drop_closed_loop_errors(sys.excepthook)
+        _drop_closed_loop_errors()
 
 
 def _mute_stderr_at_exit() -> None:
@@ -253,16 +253,33 @@ def _mute_stderr_at_exit() -> None:
     os.close(devnull)
 
 
-def _drop_closed_loop_errors(hook):
+def _is_closed_loop_error(kind, value) -> bool:
+    return kind is RuntimeError and str(value) == "Event loop is closed"
+
+
+def _drop_closed_loop_errors() -> None:
     """tensorstore's callbacks of a failed async write can fire after orbax closed their
-    event loop; each would print a 'RuntimeError: Event loop is closed' traceback."""
+    event loop; each would print a 'RuntimeError: Event loop is closed' traceback, through
+    whichever of Python's three error hooks its thread reaches."""
+    import threading
 
-    def excepthook(kind, value, traceback):
-        if kind is RuntimeError and str(value) == "Event loop is closed":
-            return
-        hook(kind, value, traceback)
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+    thread_hook = threading.excepthook
 
-    return excepthook
+    def on_exception(kind, value, traceback):
+        if not _is_closed_loop_error(kind, value):
+            excepthook(kind, value, traceback)
+
+    def on_unraisable(unraisable):
+        if not _is_closed_loop_error(unraisable.exc_type, unraisable.exc_value):
+            unraisablehook(unraisable)
+
+    def on_thread_exception(args):
+        if not _is_closed_loop_error(args.exc_type, args.exc_value):
+            thread_hook(args)
+
+    sys.excepthook, sys.unraisablehook = on_exception, on_unraisable
+    threading.excepthook = on_thread_exception
 
 
 def main(argv: list[str] | None = None) -> int:
