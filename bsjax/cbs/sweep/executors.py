@@ -35,19 +35,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bsjax.cbs.sweep.spec import SweepConfigError
+from bsjax.cbs.sweep.spec import SLURM_DEFAULTS, SweepConfigError
 
 EXECUTORS = ("local", "slurm")
-SLURM_DEFAULTS: dict[str, Any] = dict(
-    cluster="slurm",
-    partition="",
-    timeout_min=240,
-    gpus_per_node=0,
-    cpus_per_task=0,
-    mem_gb=0,
-    array_parallelism=0,
-    setup="",
-)
 SLURM_CLUSTERS = ("slurm", "local", "debug")
 LOG_DIR = "logs"
 

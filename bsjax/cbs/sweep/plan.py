@@ -16,6 +16,8 @@ from typing import Any
 import ml_collections
 
 from bsjax.cbs.sweep.spec import SweepConfigError, SweepSpec, read_spec, table_value
+from bsjax.config import TargetSection
+from bsjax.sections import section_to_dict
 
 MODEL_ABBREVIATIONS = {
     "d_model": "d",
@@ -289,9 +291,7 @@ def run_overrides(point: Point, target_loss: float) -> dict[str, Any]:
 def base_with_target_section(base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of ``base`` with the ``target`` section every run records (read by ``cbs.results``)."""
     c = _unlocked_copy(base)
-    c.target = ml_collections.ConfigDict(
-        dict(ref_tokens=0, ref_batch_size=0, ref_steps=0, chinchilla_ratio=0.0)
-    )
+    c.target = ml_collections.ConfigDict(section_to_dict(TargetSection()))
     return c
 
 

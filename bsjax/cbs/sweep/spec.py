@@ -90,20 +90,23 @@ def default_sweep_section() -> ml_collections.ConfigDict:
             executor="local",
             parallel=0,
             retry_failed=False,
-            slurm=dict(
-                cluster="slurm",
-                partition="",
-                timeout_min=240,
-                gpus_per_node=0,
-                cpus_per_task=0,
-                mem_gb=0,
-                array_parallelism=0,
-                setup="",
-            ),
+            slurm=dict(SLURM_DEFAULTS),
             analysis=dict(b_opt=0.0, overhead=0.2, alpha="1", bootstrap=1000, seed=0),
         )
     )
 
+
+# The sweep.slurm keys and their defaults (bsjax.cbs.sweep.executors checks and uses them).
+SLURM_DEFAULTS: dict[str, Any] = dict(
+    cluster="slurm",
+    partition="",
+    timeout_min=240,
+    gpus_per_node=0,
+    cpus_per_task=0,
+    mem_gb=0,
+    array_parallelism=0,
+    setup="",
+)
 
 # One line per key of the sweep section (``bsjax sweep --help`` shows them).
 SWEEP_KEY_HELP = {
