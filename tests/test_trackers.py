@@ -176,3 +176,31 @@ def test_a_run_with_a_wandb_project_feeds_both_trackers(
     (event_file,) = (workdir / "tensorboard").iterdir()
     acc = _accumulator(event_file.parent)
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+
+
+def test_importing_the_trackers_loads_no_tensorflow_where_it_is_installed(tmp_path):
+    """Every run imports bsjax.train.trackers (for flat_hparams), so it must not pull in
+    TensorFlow through clu.metric_writers: seconds of every start, TensorBoard on or off."""
+    pytest.importorskip("tensorflow")
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from bsjax.train import trackers
+
+        writer = trackers.make_writer(sys.argv[1], tensorboard=True, hparams={"optim.lr": 0.1})
+        writer.write_scalars(1, {"train/loss": 1.0})
+        writer.close()
+        heavy = ("tensorflow", "clu")
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert list((tmp_path / "tensorboard").iterdir())

@@ -10,8 +10,12 @@ HParams view. :class:`WandbWriter` sends the same scalars to Weights & Biases
 (``WANDB_MODE=offline`` keeps them in the run folder).
 
 Both have the methods of clu's ``MetricWriter`` (``write_scalars``,
-``write_texts``, ``write_hparams``, ``flush``, ``close``) and subclass it where
-clu imports; :func:`make_writer` combines the ones a run asks for.
+``write_texts``, ``write_hparams``, ``flush``, ``close``), which is all clu's
+periodic actions call, without subclassing it: importing
+``clu.metric_writers.interface`` runs ``clu.metric_writers/__init__``, which
+imports TensorFlow (about 4.5 s a process on 2 cores), and every run imports
+this module (for :func:`flat_hparams`), TensorBoard on or off.
+:func:`make_writer` combines the ones a run asks for.
 """
 
 from __future__ import annotations
@@ -27,11 +31,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-try:  # clu's interface, where TensorFlow (which clu.metric_writers imports) is installed
-    from clu.metric_writers.interface import MetricWriter as _Base
-except ImportError:  # the same methods, without the base class
-    _Base = object
-
 
 def _unsupported(kind: str):
     def write(self, step: int, *args, **kwargs) -> None:
@@ -41,7 +40,7 @@ def _unsupported(kind: str):
     return write
 
 
-class _WriterBase(_Base):
+class _WriterBase:
     """What neither tracker records (images, videos, audio, histograms, raw summaries)."""
 
     write_summaries = _unsupported("raw summaries")
