@@ -183,35 +183,16 @@ def _devices(config: ml_collections.ConfigDict) -> tuple[int, str]:
 def _resolve(config_lib, config, num_devices: int):
     """(run config, ModelConfig, BatchPlan, vocabulary note), as the trainer resolves them.
 
-    Typed configs (``bsjax.config.parse``) and ConfigDict-era configs both work.
-    Raises a ProblemsError subclass listing every problem.
+    Takes a RunConfig or a ConfigDict (parsed here). Raises a ProblemsError
+    subclass listing every problem.
     """
-    typed = getattr(config_lib, "RunConfig", None)
-    if typed is not None and hasattr(config_lib, "batch_plan"):
-        run = config if isinstance(config, typed) else config_lib.parse(config, num_devices)
-        vocab, note = vocab_size_of(run)
-        return (
-            run,
-            config_lib.model_config(run, vocab),
-            config_lib.batch_plan(run, num_devices),
-            note,
-        )
-    from bsjax import optim
-    from bsjax.batching.config import plan_from_config
-
-    problems = config_lib.validate(config, num_devices)
-    if problems:
-        raise config_lib.ConfigError(problems)
-    vocab, note = vocab_size_of(config)
-    plan = plan_from_config(
-        config.batch,
-        config.model.ctx_len,
-        num_devices,
-        base_b2=config.optim.b2,
-        base_ewa_tau=config.optim.ewa_tau,
-        lr_schedule=optim.lr_schedule_from_config(config.optim),
+    run = (
+        config
+        if isinstance(config, config_lib.RunConfig)
+        else config_lib.parse(config, num_devices)
     )
-    return config, config_lib.model_config(config, vocab), plan, note
+    vocab, note = vocab_size_of(run)
+    return run, config_lib.model_config(run, vocab), config_lib.batch_plan(run, num_devices), note
 
 
 def describe_run(config) -> tuple[list[str], list[str]]:

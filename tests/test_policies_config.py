@@ -84,7 +84,7 @@ def test_each_policy_validates_and_builds_into_a_plan(name, kind):
 @pytest.mark.parametrize(
     "name,overrides,message",
     [
-        ("bogus", {}, "batch.policy.name: unknown policy 'bogus'; expected one of schedule, "),
+        ("bogus", {}, "batch.policy.name: 'bogus' is unknown; choose one of schedule, "),
         ("noise_scale", dict(extra=1), "batch.policy.extra: unknown key"),
         (
             "noise_scale",

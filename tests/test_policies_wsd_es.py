@@ -126,7 +126,9 @@ def test_config_builds_both_modes():
     cfg.policy.wsd_es.table = "0:64 1M:128"
     assert policy_from_config(cfg, ctx_len=128).schedule.batch_size_at(1_000_000) == 128
     cfg.policy.wsd_es.mode = "staircase"
-    with pytest.raises(BatchConfigError, match="wsd_es.mode: unknown mode 'staircase'"):
+    with pytest.raises(
+        BatchConfigError, match="wsd_es.mode: 'staircase' is unknown; choose one of loss, tokens"
+    ):
         policy_from_config(cfg, ctx_len=128)
 
 

@@ -5,7 +5,6 @@ import math
 import pytest
 
 from bsjax.train.eval_schedule import (
-    EvalSchedule,
     EvalScheduleError,
     eval_steps,
     expected_steps_for,
@@ -45,13 +44,6 @@ def test_custom_every_and_dense_spacing():
     steps = eval_steps(1000, every=300, dense_from=0.9, dense_every=0.02, **PAPER)
     assert {300, 600, 900} <= set(steps)
     assert [s for s in steps if s > 900] == [920, 940, 960, 980, 1000]
-
-
-def test_schedule_set_lookup():
-    sched = EvalSchedule.hybrid(5000, **PAPER)
-    assert sched.should_eval(4096) and 3500 in sched and 1000 in sched
-    assert not sched.should_eval(3) and 3499 not in sched
-    assert len(sched) == len(eval_steps(5000, **PAPER))
 
 
 def test_expected_steps_by_linear_scaling_with_floor():

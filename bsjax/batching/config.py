@@ -13,11 +13,7 @@ from bsjax.batching.controller import OFF_BUCKET_MODES
 from bsjax.batching.coupling import Coupling, DecayRule
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.plan import BatchPlan
-from bsjax.batching.policies.config import (
-    PolicySection,
-    policy_from_config,
-    validate_policy_config,
-)
+from bsjax.batching.policies.config import PolicySection, resolve_policy
 from bsjax.batching.schedules import schedule_from_config
 from bsjax.sections import Section, option, section_to_dict, subsection
 
@@ -109,26 +105,17 @@ def _decay_coverage(rule: DecayRule, sizes: list[int]) -> list[str]:
     ]
 
 
-def validate_batch_config(
+def _resolve(
     batch_cfg: Mapping[str, Any],
     ctx_len: int,
     data_shards: int,
     *,
-    base_b2: float | None = None,
-    base_ewa_tau: float | None = None,
-    lr_schedule: Any = None,
-) -> list[str]:
-    """Every problem in the batch section, one message each; [] when it is usable.
-
-    Checks: unknown keys, the schedule (kind, sizes > 0, table starts at 0 and
-    is sorted, ramp/doubling arguments), that every size the schedule can reach
-    fits a shape bucket on ``data_shards`` devices, the coupling rules and
-    tables (beta2/tau in [0, 1), tables covering the schedule's sizes), and
-    off_bucket, and the ``policy`` section (``validate_policy_config``). Pass
-    the optimizer's ``base_b2`` / ``base_ewa_tau`` to check them too (a
-    ``half_life`` rule without them is not reported here), and its LR schedule
-    to check a seesaw policy's sizes.
-    """
+    base_b2: float | None,
+    base_ewa_tau: float | None,
+    lr_schedule: Any,
+    build_plan: bool,
+) -> tuple[BatchPlan | None, list[str]]:
+    """The plan (None when anything is wrong) and every problem, with the policy built once."""
     problems: list[str] = []
     unknown = sorted(set(batch_cfg.keys()) - KNOWN_KEYS)
     for key in unknown:
@@ -176,14 +163,71 @@ def validate_batch_config(
             f"off_bucket: unknown mode {off_bucket!r}; expected one of "
             f"{', '.join(OFF_BUCKET_MODES)}"
         )
-    if (
-        schedule is not None
-        and not bucket_problems
-        and not shard_problems
-        and not _positive_int(ctx_len, "ctx_len")
-    ):
-        problems += validate_policy_config(batch_cfg, ctx_len, data_shards, lr_schedule=lr_schedule)
-    return problems
+    if schedule is None or bucket_problems or shard_problems or _positive_int(ctx_len, "ctx_len"):
+        return None, problems
+    policy, policy_problems = resolve_policy(
+        batch_cfg,
+        schedule,
+        ctx_len=ctx_len,
+        data_shards=data_shards,
+        lr_schedule=lr_schedule,
+        lr_schedule_required=build_plan,
+    )
+    problems += policy_problems
+    if problems or policy is None or not build_plan:
+        return None, problems  # validation leaves the bases of half_life rules open
+    # A policy whose sizes are fixed in advance gives the plan its schedule.
+    schedule = policy.planned_schedule() or schedule
+    try:
+        coupling = Coupling.from_config(
+            batch_cfg,
+            base_b2=base_b2,
+            base_ewa_tau=base_ewa_tau,
+            first_batch_size=policy.initial_batch_size(),
+        )
+    except BatchConfigError as err:
+        return None, err.problems
+    plan = BatchPlan(
+        schedule=schedule,
+        policy=policy,
+        buckets=enumerate_buckets(policy.candidate_sizes(), data_shards, micro, max_accum or None),
+        coupling=coupling,
+        ctx_len=ctx_len,
+        data_shards=data_shards,
+        off_bucket=off_bucket,
+    )
+    return plan, []
+
+
+def validate_batch_config(
+    batch_cfg: Mapping[str, Any],
+    ctx_len: int,
+    data_shards: int,
+    *,
+    base_b2: float | None = None,
+    base_ewa_tau: float | None = None,
+    lr_schedule: Any = None,
+) -> list[str]:
+    """Every problem in the batch section, one message each; [] when it is usable.
+
+    Checks: unknown keys, the schedule (kind, sizes > 0, table starts at 0 and
+    is sorted, ramp/doubling arguments), that every size the schedule can reach
+    fits a shape bucket on ``data_shards`` devices, the coupling rules and
+    tables (beta2/tau in [0, 1), tables covering the schedule's sizes), and
+    off_bucket, and the ``policy`` section (``resolve_policy``). Pass
+    the optimizer's ``base_b2`` / ``base_ewa_tau`` to check them too (a
+    ``half_life`` rule without them is not reported here), and its LR schedule
+    to check a seesaw policy's sizes.
+    """
+    return _resolve(
+        batch_cfg,
+        ctx_len,
+        data_shards,
+        base_b2=base_b2,
+        base_ewa_tau=base_ewa_tau,
+        lr_schedule=lr_schedule,
+        build_plan=False,
+    )[1]
 
 
 def plan_from_config(
@@ -195,7 +239,7 @@ def plan_from_config(
     base_ewa_tau: float | None = None,
     lr_schedule: Any = None,
 ) -> BatchPlan:
-    """Validate the batch section and resolve it into a ``BatchPlan``.
+    """Validate the batch section and resolve it into a ``BatchPlan`` (the policy built once).
 
     ``base_b2`` / ``base_ewa_tau`` are the optimizer's beta2 and EWA tau at the
     base batch size; ``half_life`` rules need them and ``fixed`` returns them.
@@ -207,39 +251,15 @@ def plan_from_config(
     Raises:
       BatchConfigError listing every problem, before anything is compiled.
     """
-    problems = validate_batch_config(
+    plan, problems = _resolve(
         batch_cfg,
         ctx_len,
         data_shards,
         base_b2=base_b2,
         base_ewa_tau=base_ewa_tau,
         lr_schedule=lr_schedule,
+        build_plan=True,
     )
     if problems:
         raise BatchConfigError(problems)
-    schedule = schedule_from_config(batch_cfg)
-    policy = policy_from_config(
-        batch_cfg, schedule, ctx_len=ctx_len, data_shards=data_shards, lr_schedule=lr_schedule
-    )
-    schedule = getattr(policy, "schedule", schedule)
-    buckets = enumerate_buckets(
-        policy.candidate_sizes(),
-        data_shards,
-        batch_cfg.get("micro_batch_per_device", 16),
-        batch_cfg.get("max_accum_steps", 0) or None,
-    )
-    coupling = Coupling.from_config(
-        batch_cfg,
-        base_b2=base_b2,
-        base_ewa_tau=base_ewa_tau,
-        first_batch_size=policy.initial_batch_size(),
-    )
-    return BatchPlan(
-        schedule=schedule,
-        policy=policy,
-        buckets=buckets,
-        coupling=coupling,
-        ctx_len=ctx_len,
-        data_shards=data_shards,
-        off_bucket=batch_cfg.get("off_bucket", "round"),
-    )
+    return plan

@@ -7,6 +7,8 @@ every figure is a PNG at the same size and resolution.
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +54,22 @@ def figure(rows: int = 1, cols: int = 1, *, sharex: bool = False, size=PANEL_SIZ
     for ax in axes.flat:
         _apply_style(ax)
     return fig, list(axes.flat)
+
+
+def panels(n: int, *, cols: int = 3, size=(4.6, 3.6)):
+    """``(fig, axes)`` with ``n`` panels in rows of at most ``cols`` (spare cells hidden)."""
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    fig, axes = figure(rows, cols, size=size)
+    for extra in axes[n:]:
+        extra.set_visible(False)
+    return fig, axes[:n]
+
+
+def sequential_colors(n: int) -> list:
+    """``n`` colours along one sequential colour map (for curves ordered by batch size)."""
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
 def _apply_style(ax) -> None:
@@ -107,11 +125,17 @@ def legend(ax) -> None:
         ax.legend(loc="best")
 
 
-def save(fig, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG (folders created) and close it."""
-    path = Path(path)
+def save(fig, path):
+    """Write ``fig`` as a PNG (folders created) and close it.
+
+    ``path`` is a str, a ``pathlib.Path`` or an ``etils.epath.Path``: the PNG is
+    rendered in memory and written at once, so a report folder may be a bucket.
+    """
+    path = Path(path) if isinstance(path, str) else path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI)
     plt.close(fig)
+    path.write_bytes(png.getvalue())
     return path

@@ -1,7 +1,7 @@
 """Report of a sweep folder: report.md, results.csv, fits.json and PNG plots.
 
-The only module of ``bsjax.cbs`` that imports matplotlib (Agg backend, so it
-runs headless). ``write_report(sweep_dir)`` fits and renders;
+The figures use the house style of :mod:`bsjax.cbs.plots` (Agg backend, so it
+runs headless), as the one-run report does. ``write_report(sweep_dir)`` fits and renders;
 ``render_report(analysis)`` renders an :class:`SweepAnalysis` already made.
 """
 
@@ -14,13 +14,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from bsjax.cbs import plots
 from bsjax.cbs.analysis import SweepAnalysis, analyze_sweep
 from bsjax.cbs.fits import Interval
 from bsjax.cbs.results import REPORT_DIR, censored_reason, read_metrics
@@ -118,31 +115,13 @@ def _label_2_and_5(value: float, _pos=None) -> str:
     return f"{mantissa:g}e{exponent}" if mantissa in (2, 5) else ""
 
 
-def _grid(n: int, width: float = 4.6, height: float = 3.6):
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    for extra in axes.flat[n:]:
-        extra.set_visible(False)
-    return fig, list(axes.flat[:n])
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    png = io.BytesIO()  # then one write: the report folder may be on object storage
-    fig.savefig(png, format="png", dpi=150)
-    plt.close(fig)
-    path.write_bytes(png.getvalue())
-    return path
-
-
 # --------------------------------------------------------------------------
 # Plots
 
 
 def _plot_steps(analysis: SweepAnalysis, path: Path) -> Path:
     """Steps to target relative to the reference batch against batch size (log-log)."""
-    fig, axes = _grid(len(analysis.curves))
+    fig, axes = plots.panels(len(analysis.curves))
     for ax, ca in zip(axes, analysis.curves):
         sizes = np.array(ca.curve.batch_sizes(), dtype=float)
         steps = np.array(ca.curve.steps(), dtype=float)
@@ -223,20 +202,23 @@ def _plot_steps(analysis: SweepAnalysis, path: Path) -> Path:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         _pow2_axis(ax, grid_b)
-        ax.set_xlabel("batch size B (sequences)")
-        ax.set_ylabel(f"steps to target / steps at B={ref_b:g}")
-        ax.set_title(ca.curve.label, fontsize=10)
+        plots.label(
+            ax,
+            "batch size B (sequences)",
+            f"steps to target / steps at B={ref_b:g}",
+            ca.curve.label,
+        )
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def _plot_loss(analysis: SweepAnalysis, path: Path) -> Path:
     """EWA eval loss against step, one line per batch size (best runs)."""
-    fig, axes = _grid(len(analysis.curves))
+    fig, axes = plots.panels(len(analysis.curves))
     for ax, ca in zip(axes, analysis.curves):
         sizes = ca.curve.batch_sizes()
-        cmap = plt.get_cmap("viridis")
+        colors = plots.sequential_colors(len(sizes))
         for i, b in enumerate(sizes):
             run = ca.curve.best[b]
             recs = sorted(
@@ -245,7 +227,7 @@ def _plot_loss(analysis: SweepAnalysis, path: Path) -> Path:
             )
             if not recs:
                 continue
-            color = cmap(i / max(len(sizes) - 1, 1))
+            color = colors[i]
             steps = np.array([r["step"] for r in recs], dtype=float)
             loss = np.array([r["ewa_eval_loss"] for r in recs], dtype=float)
             keep = steps > 0
@@ -260,18 +242,16 @@ def _plot_loss(analysis: SweepAnalysis, path: Path) -> Path:
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-        ax.set_xlabel("step")
-        ax.set_ylabel("EWA eval loss (log scale)")
-        ax.set_title(ca.curve.label, fontsize=10)
+        plots.label(ax, "optimizer step", "EWA eval loss (nats, log scale)", ca.curve.label)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2, loc="upper right")
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def _plot_tradeoff(analysis: SweepAnalysis, path: Path) -> Path:
     """Examples against steps to target with the fitted hyperbola and its asymptotes."""
     fitted = [c for c in analysis.curves if c.tradeoff is not None]
-    fig, axes = _grid(len(fitted))
+    fig, axes = plots.panels(len(fitted))
     for ax, ca in zip(axes, fitted):
         tr = ca.tradeoff
         s_arr = np.array(ca.curve.steps(), dtype=float)
@@ -297,20 +277,19 @@ def _plot_tradeoff(analysis: SweepAnalysis, path: Path) -> Path:
         ax.set_ylim(tr.e_min * 0.8, max(e_arr.max(), tr.e_min) * 2.5)
         ax.xaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
         ax.yaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
-        ax.set_xlabel("steps to target S")
-        ax.set_ylabel("examples to target E (sequences)")
+        plots.label(ax, "steps to target S (optimizer steps)", "examples to target E (sequences)")
         ax.set_title(
             f"{ca.curve.label}: $B_{{crit}} = E_{{min}}/S_{{min}}$ = {_num(tr.b_crit)}", fontsize=9
         )
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def _plot_scaling(analysis: SweepAnalysis, variable: str, path: Path) -> Path:
     """Measured B* against N or D with the fitted law, its band, and forecasts."""
     law = analysis.scaling[variable]
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    fig, (ax,) = plots.figure(size=(5.6, 4.2))
     x = np.array(law.x)
     y = np.array(law.critical_batch_sizes)
     x_fore = [x.max() * f for f in FORECAST_FACTORS]
@@ -354,12 +333,15 @@ def _plot_scaling(analysis: SweepAnalysis, variable: str, path: Path) -> Path:
         np.concatenate([y, [f.critical_batch_size for f in fore], law.predict(grid_x)]),
         axis="y",
     )
-    ax.set_xlabel(f"{variable} ({_SIZE_UNITS.get(variable, '')})")
-    ax.set_ylabel("critical batch size $B^*$ (sequences)")
-    ax.set_title(f"Critical batch size against {variable}", fontsize=10)
+    plots.label(
+        ax,
+        f"{variable} ({_SIZE_UNITS.get(variable, '')})",
+        "critical batch size $B^*$ (sequences)",
+        f"Critical batch size against {variable}",
+    )
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return plots.save(fig, path)
 
 
 def _measured_ci(analysis: SweepAnalysis, variable: str):

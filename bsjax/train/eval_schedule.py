@@ -151,33 +151,6 @@ def expected_steps_for(
     return max(fl, math.ceil(rs * rb / b))
 
 
-class EvalSchedule:
-    """A fixed set of evaluation steps with O(1) membership."""
-
-    def __init__(self, steps: Iterable[int]):
-        self.steps: tuple[int, ...] = tuple(sorted({int(s) for s in steps}))
-        self._set = frozenset(self.steps)
-
-    @classmethod
-    def hybrid(cls, expected_steps: int, **kwargs) -> EvalSchedule:
-        """The hybrid schedule of :func:`eval_steps`."""
-        return cls(eval_steps(expected_steps, **kwargs))
-
-    def should_eval(self, step: int) -> bool:
-        """True if ``step`` is an evaluation step."""
-        return step in self._set
-
-    __contains__ = should_eval
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __repr__(self) -> str:
-        return (
-            f"EvalSchedule({len(self.steps)} steps, last={self.steps[-1] if self.steps else None})"
-        )
-
-
 def _eval_points(eval_records: Iterable[Mapping], key: str) -> list[Mapping]:
     """Eval records with a finite ``key``, one per step (the last line wins), sorted by step.
 

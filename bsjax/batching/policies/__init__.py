@@ -10,15 +10,22 @@
   loss under a data budget, as a fixed table (Wang et al. 2026).
 - ``seesaw``: double the batch where the LR schedule would halve the LR, and
   multiply the LR by 1/sqrt(2) instead.
-``config`` builds any of them (or the fixed ``ScheduledPolicy``) from
-``batch.policy``.
+Each module defines its config section, its ``build`` and a ``SPEC``;
+``config.POLICIES`` registers them and builds any of them (or the fixed
+``ScheduledPolicy``) from ``batch.policy``.
 """
 
-from bsjax.batching.policies.common import Ladder, PolicyBase, TablePolicy
+from bsjax.batching.policies.common import (
+    BuildContext,
+    Ladder,
+    PolicyBase,
+    PolicySpec,
+    TablePolicy,
+)
 from bsjax.batching.policies.config import (
+    POLICIES,
     POLICY_NAMES,
-    default_policy_config,
-    ladder_from_config,
+    REGISTRY,
     policy_from_config,
     validate_policy_config,
 )
@@ -43,21 +50,23 @@ from bsjax.batching.policies.wsd_es import (
 )
 
 __all__ = [
+    "BuildContext",
     "Ladder",
     "LossTargetPolicy",
     "NoiseScaleEMA",
     "NoiseScalePolicy",
     "NoiseScaleWarning",
+    "POLICIES",
     "POLICY_NAMES",
+    "REGISTRY",
     "PolicyBase",
+    "PolicySpec",
     "Prober",
     "ProberMissingError",
     "ProbePolicy",
     "SeesawPolicy",
     "TablePolicy",
-    "default_policy_config",
     "fsl_policy",
-    "ladder_from_config",
     "measured_cbs_factor",
     "noise_scale_estimate",
     "parse_loss_targets",

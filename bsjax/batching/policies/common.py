@@ -4,14 +4,18 @@ state checks on resume, and a fixed table behind the policy interface with its o
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bsjax.batching.controller import BatchPolicy, Decision, ScheduledPolicy
 from bsjax.batching.errors import BatchConfigError
+from bsjax.batching.parsing import parse_count_list
 from bsjax.batching.schedules import Schedule
+
+DEFAULT_LADDER_SPAN = 8  # batch.policy.max_batch_size = 0 means 8 x the start size
 
 
 class PolicyBase(BatchPolicy):
@@ -151,3 +155,79 @@ class TablePolicy(ScheduledPolicy, PolicyBase):
 
     def describe(self) -> str:
         return f"{self.kind}: {self.schedule.describe()}"
+
+
+class LRScheduleMissingError(BatchConfigError):
+    """A policy that needs the LR schedule was built without one (validation may skip it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """What a policy's builder reads besides its own config section.
+
+    ``sizes`` / ``max_batch_size`` are ``batch.policy``'s ladder keys;
+    ``sizes_override`` replaces them (a sweep or a test passing its own ladder).
+    """
+
+    start: int
+    ctx_len: int
+    data_shards: int | None = None
+    micro_batch_per_device: int = 16
+    max_accum_steps: int | None = None
+    lr_scaling: str = "none"
+    lr_schedule: Any = None
+    sizes: str = ""
+    max_batch_size: int = 0
+    sizes_override: tuple[int, ...] | None = None
+
+    def ladder(self) -> Ladder:
+        """The sizes the policy moves between.
+
+        Raises:
+          BatchConfigError naming the key when ``batch.policy.sizes`` is unreadable,
+          unsorted or misses the start size, or ``max_batch_size`` is below it.
+        """
+        if self.sizes_override is not None:
+            return Ladder(self.sizes_override)
+        if self.sizes:
+            sizes = parse_count_list(self.sizes, name="batch.policy.sizes")
+            ladder = Ladder(sizes, name="batch.policy.sizes")
+            if self.start not in ladder.sizes:
+                raise BatchConfigError(
+                    f"batch.policy.sizes: {ladder.sizes} must include the start "
+                    f"size batch.batch_size={self.start}"
+                )
+            return ladder
+        top = self.max_batch_size
+        if top < 0:
+            raise BatchConfigError(
+                f"batch.policy.max_batch_size must be >= 0 (0: {DEFAULT_LADDER_SPAN} x the "
+                f"start size), got {top!r}"
+            )
+        if top and top < self.start:
+            raise BatchConfigError(
+                f"batch.policy.max_batch_size={top} is below the start size "
+                f"batch.batch_size={self.start}"
+            )
+        return Ladder.doubling(self.start, top or DEFAULT_LADDER_SPAN * self.start)
+
+    def sizes_key(self) -> str:
+        """The key the ladder comes from, for messages."""
+        return "batch.policy.sizes" if self.sizes else "batch.policy.max_batch_size"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+    """A policy as the config knows it: its name, its config section and its builder.
+
+    ``build(section, ctx)`` returns the policy or raises ``BatchConfigError``
+    naming each bad key; ``section`` is None for a policy without settings of
+    its own (its builder then gets None). ``sizes_key(section, ctx)``, when
+    given, names the key a size that fits no bucket came from.
+    """
+
+    name: str
+    build: Callable[[Any, BuildContext], BatchPolicy]
+    section: type | None = None
+    help: str = ""
+    sizes_key: Callable[[Any, BuildContext], str] | None = None

@@ -14,12 +14,15 @@ turns the solution into that table.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bsjax.batching.errors import BatchConfigError
-from bsjax.batching.policies.common import TablePolicy
+from bsjax.batching.parsing import parse_count
+from bsjax.batching.policies.common import BuildContext, PolicySpec, TablePolicy
 from bsjax.batching.schedules import TableSchedule
+from bsjax.sections import Section, option
 
 if TYPE_CHECKING:
     from bsjax.theory.optimal import SwitchSolution
@@ -116,3 +119,43 @@ def fsl_policy(
     )
     policy.solution = solution
     return policy
+
+
+@dataclasses.dataclass(frozen=True)
+class FslSection(Section):
+    """``batch.policy.fsl``: the functional-scaling-law late switch (Wang et al. 2026)."""
+
+    s: float = option(0.0, "FSL source exponent s (> 0)")
+    beta: float = option(0.0, "FSL capacity exponent beta (> 1)")
+    sigma2: float = option(1.0, "FSL noise level")
+    lr: float = option(0.5, "FSL intrinsic time per step (the model's LR)")
+    budget_examples: str = option("0", "the run's data budget in examples (e.g. 8M)")
+
+
+def build(section: FslSection, ctx: BuildContext) -> TablePolicy:
+    """The FSL switch table over the ladder's sizes from ``batch.batch_size`` on."""
+    phases = [B for B in ctx.ladder().sizes if ctx.start <= B]
+    budget = parse_count(section.budget_examples, name="batch.policy.fsl.budget_examples")
+    if budget <= 0:
+        raise BatchConfigError(
+            "batch.policy.fsl.budget_examples must be set to the run's data "
+            "budget in examples (e.g. train.max_tokens / model.ctx_len), got "
+            f"{section.budget_examples!r}"
+        )
+    if len(phases) < 2:
+        raise BatchConfigError(
+            f"batch.policy.sizes: fsl needs at least two phase sizes from "
+            f"batch.batch_size={ctx.start} on, got {phases}"
+        )
+    return fsl_policy(
+        phases,
+        budget,
+        ctx_len=ctx.ctx_len,
+        s=section.s,
+        beta=section.beta,
+        sigma2=section.sigma2,
+        lr=section.lr,
+    )
+
+
+SPEC = PolicySpec("fsl", build, FslSection, "fsl policy settings")

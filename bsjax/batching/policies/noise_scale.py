@@ -16,6 +16,7 @@ K = 1 gives B_small = B_big: nothing can be estimated, and the step is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -23,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from bsjax.batching.buckets import bucket_for, enumerate_buckets
 from bsjax.batching.controller import Decision
 from bsjax.batching.errors import BatchConfigError
-from bsjax.batching.policies.common import Ladder, PolicyBase
+from bsjax.batching.policies.common import BuildContext, Ladder, PolicyBase, PolicySpec
+from bsjax.sections import Section, option
 
 
 class NoiseScaleWarning(UserWarning):
@@ -330,3 +333,77 @@ class NoiseScalePolicy(PolicyBase):
         self.skipped_steps = int(state["skipped_steps"])
         last = state.get("last_metrics_step")
         self.last_metrics_step = None if last is None else int(last)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseScaleSection(Section):
+    """``batch.policy.noise_scale``: batch = multiple x B_simple (McCandlish et al. 2018)."""
+
+    multiple: float = option(1.0, "batch = multiple x B_simple")
+    ema: float = option(0.95, "EMA decay of the |G|^2 and tr(Sigma) estimates, in [0, 1)")
+    decide_every: int = option(10, "steps between decisions")
+    warmup_steps: int = option(20, "estimates to collect before the first decision")
+    hysteresis: float = option(0.25, "fraction past the geometric midpoint needed to move")
+    patience: int = option(2, "decisions in a row that must propose the same move")
+    allow_decrease: bool = option(False, "let the batch shrink")
+
+
+def _single_micro_step_problem(ladder: Ladder, ctx: BuildContext) -> list[str]:
+    """The estimator needs K >= 2 micro-steps at every ladder size."""
+    single = []
+    for B in ladder.sizes:
+        try:
+            if (
+                bucket_for(B, ctx.data_shards, ctx.micro_batch_per_device, ctx.max_accum_steps).K
+                < 2
+            ):
+                single.append(B)
+        except BatchConfigError:
+            continue  # the bucket check reports it
+    if not single:
+        return []
+    fix = min(single) // (2 * ctx.data_shards)
+    remedy = (
+        f"set batch.micro_batch_per_device <= {fix}"
+        if fix >= 1
+        else f"the smallest size must be at least {2 * ctx.data_shards} (two micro-steps on "
+        f"{ctx.data_shards} data shards)"
+    )
+    return [
+        f"batch.policy.name='noise_scale' measures the noise scale from >= 2 micro-steps "
+        f"per step, but batch sizes {single} run as one micro-step (K=1) with "
+        f"batch.micro_batch_per_device={ctx.micro_batch_per_device} on {ctx.data_shards} "
+        f"data shards; {remedy}"
+    ]
+
+
+def build(section: NoiseScaleSection, ctx: BuildContext) -> NoiseScalePolicy:
+    """The noise-scale policy of ``batch.policy.noise_scale`` (buckets known when the data
+    shards are); refuses ladder sizes that run as a single micro-step."""
+    ladder = ctx.ladder()
+    buckets = None
+    if ctx.data_shards:
+        problems = _single_micro_step_problem(ladder, ctx)
+        if problems:
+            raise BatchConfigError(problems)
+        try:
+            buckets = enumerate_buckets(
+                ladder.sizes, ctx.data_shards, ctx.micro_batch_per_device, ctx.max_accum_steps
+            )
+        except BatchConfigError:
+            buckets = None  # reported by the bucket check of validation
+    return NoiseScalePolicy(
+        ladder,
+        ctx.start,
+        multiple=section.multiple,
+        ema=section.ema,
+        decide_every=section.decide_every,
+        warmup_steps=section.warmup_steps,
+        hysteresis=section.hysteresis,
+        patience=section.patience,
+        allow_decrease=section.allow_decrease,
+        buckets=buckets,
+    )
+
+
+SPEC = PolicySpec("noise_scale", build, NoiseScaleSection, "noise_scale policy settings")

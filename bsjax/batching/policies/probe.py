@@ -16,6 +16,7 @@ in every decision's ``measured``, so it can be reported apart from the main run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -23,7 +24,9 @@ from typing import Any, Protocol, runtime_checkable
 from bsjax.batching.controller import Decision
 from bsjax.batching.coupling import lr_scale
 from bsjax.batching.errors import BatchConfigError
-from bsjax.batching.policies.common import Ladder, PolicyBase
+from bsjax.batching.parsing import parse_count, parse_count_list
+from bsjax.batching.policies.common import BuildContext, Ladder, PolicyBase, PolicySpec
+from bsjax.sections import Section, option
 
 EPS_MODES = ("relative", "absolute")
 HISTORY = 16  # probes kept in the checkpointed state
@@ -302,3 +305,63 @@ class ProbePolicy(PolicyBase):
         self.branch_tokens = int(state["branch_tokens"])
         self.branch_steps = int(state["branch_steps"])
         self.history = [dict(r) for r in state.get("history", [])]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSection(Section):
+    """``batch.policy.probe``: branched local-CBS probes (Merrill et al. 2025)."""
+
+    factors: str = option("1 2 4", "branch factors k (branches at k B), increasing from 1")
+    eps: float = option(0.01, "k passes within eps of every smaller k's loss")
+    eps_mode: str = option("relative", "eps is relative | absolute")
+    probe_tokens: str = option("100K", "tokens each branch trains on")
+    every_tokens: str = option("1M", "tokens between probes")
+    start_tokens: str = option("", "tokens before the first probe ('': every_tokens)")
+    cbs_over: float = option(2.0, "double B when the measured CBS > cbs_over x B")
+
+
+def _tokens(section: ProbeSection, key: str, problems: list[str], *, low: int = 1) -> int | None:
+    name = f"batch.policy.probe.{key}"
+    try:
+        n = parse_count(section[key], name=name)
+    except BatchConfigError as err:
+        problems += err.problems
+        return None
+    if n < low:
+        problems.append(f"{name} must be {'positive' if low else '>= 0'}, got {section[key]!r}")
+        return None
+    return n
+
+
+def build(section: ProbeSection, ctx: BuildContext) -> ProbePolicy:
+    """The probe policy of ``batch.policy.probe``; the branch LRs follow ``batch.lr_scaling``."""
+    ladder = ctx.ladder()
+    problems: list[str] = []
+    probe_tokens = _tokens(section, "probe_tokens", problems)
+    every_tokens = _tokens(section, "every_tokens", problems)
+    start_tokens = None
+    if section.start_tokens:
+        start_tokens = _tokens(section, "start_tokens", problems, low=0)
+    try:
+        factors = parse_count_list(section.factors, name="batch.policy.probe.factors")
+    except BatchConfigError as err:
+        problems += err.problems
+        factors = []
+    if problems:
+        raise BatchConfigError(problems)
+    return ProbePolicy(
+        ladder,
+        ctx.start,
+        ctx_len=ctx.ctx_len,
+        factors=factors,
+        probe_tokens=probe_tokens,
+        every_tokens=every_tokens,
+        start_tokens=start_tokens,
+        eps=section.eps,
+        eps_mode=section.eps_mode,
+        cbs_over=section.cbs_over,
+        lr_rule=ctx.lr_scaling,
+    )
+
+
+SPEC = PolicySpec("probe", build, ProbeSection, "probe policy settings")

@@ -23,7 +23,12 @@ from typing import Any, Protocol
 
 from bsjax.batching.controller import Decision
 from bsjax.batching.errors import BatchConfigError
-from bsjax.batching.policies.common import TablePolicy
+from bsjax.batching.policies.common import (
+    BuildContext,
+    LRScheduleMissingError,
+    PolicySpec,
+    TablePolicy,
+)
 from bsjax.batching.schedules import TableSchedule
 
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -115,3 +120,35 @@ class SeesawPolicy(TablePolicy):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "describe": self.describe()}
+
+
+def build(section: None, ctx: BuildContext) -> SeesawPolicy:
+    """Seesaw over a doubling ladder from ``batch.batch_size``, with the run's LR schedule.
+
+    Raises:
+      LRScheduleMissingError after the config checks when ``ctx.lr_schedule`` is None.
+    """
+    ladder = ctx.ladder()
+    expected = [ctx.start * 2**i for i in range(len(ladder))]
+    problems = []
+    if ladder.sizes != expected:
+        problems.append(
+            f"batch.policy.sizes: seesaw doubles the batch at each step, so "
+            f"the ladder must be {expected[:4]}..., got {ladder.sizes}"
+        )
+    if ctx.lr_scaling != "none":
+        problems.append(
+            f"batch.lr_scaling={ctx.lr_scaling!r} with batch.policy.name='seesaw': seesaw sets "
+            f"the LR itself (x 1/sqrt(2) per doubling); set batch.lr_scaling='none'"
+        )
+    if problems:
+        raise BatchConfigError(problems)
+    if ctx.lr_schedule is None:
+        raise LRScheduleMissingError(
+            "batch.policy.name='seesaw' needs the LR schedule: pass "
+            "lr_schedule=bsjax.optim.lr_schedule_from_config(config.optim)"
+        )
+    return SeesawPolicy(ctx.lr_schedule, ctx.start, ladder.largest)
+
+
+SPEC = PolicySpec("seesaw", build, None, "")

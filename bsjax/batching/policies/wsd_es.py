@@ -17,6 +17,7 @@ grows as the target falls. Two ways to turn that into a schedule:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,10 +26,12 @@ from typing import Any
 from bsjax.batching.controller import Decision
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.parsing import parse_count, parse_pairs
-from bsjax.batching.policies.common import PolicyBase, TablePolicy
+from bsjax.batching.policies.common import BuildContext, PolicyBase, PolicySpec, TablePolicy
 from bsjax.batching.schedules import TableSchedule
+from bsjax.sections import Section, one_of, option
 
 LOSS_KEYS = ("loss", "eval_loss", "ewa_eval_loss")
+MODES = ("loss", "tokens")
 
 
 def parse_loss_targets(spec: str, *, name: str = "targets") -> list[tuple[float, int]]:
@@ -225,3 +228,37 @@ def token_stepped_policy(table: str | TableSchedule) -> TablePolicy:
         else TableSchedule.parse(table, name="batch.policy.wsd_es.table")
     )
     return TablePolicy(schedule, kind="wsd_es_tokens", reason="wsd-es")
+
+
+@dataclasses.dataclass(frozen=True)
+class WsdEsSection(Section):
+    """``batch.policy.wsd_es``: batch growth from WSD E(S) fits (Zhou et al. 2026)."""
+
+    mode: str = option("loss", "loss (cross target losses) | tokens (a token table)")
+    targets: str = option("", "mode loss: 'loss:B_opt ...' pairs from a WSD sweep")
+    table: str = option("", "mode tokens: '0:B1 2M:B2' token table")
+    loss_key: str = option(
+        "loss", "running loss: loss (EMA of train loss) | eval_loss | ewa_eval_loss"
+    )
+    ema: float = option(0.9, "EMA decay of the train loss (loss_key 'loss')")
+    min_steps: int = option(0, "no switch before this step")
+
+    def check(self, path: str = "batch.policy.wsd_es") -> list[str]:
+        return one_of(f"{path}.mode", self.mode, MODES)
+
+
+def build(section: WsdEsSection, ctx: BuildContext) -> TablePolicy | LossTargetPolicy:
+    """The WSD policy of ``batch.policy.wsd_es``: a token table, or loss-driven targets."""
+    if section.mode == "tokens":
+        return token_stepped_policy(section.table)
+    targets = parse_loss_targets(section.targets, name="batch.policy.wsd_es.targets")
+    return LossTargetPolicy(
+        targets, loss_key=section.loss_key, ema=section.ema, min_steps=section.min_steps
+    )
+
+
+def _sizes_key(section: WsdEsSection, ctx: BuildContext) -> str:
+    return "batch.policy.wsd_es." + ("table" if section.mode == "tokens" else "targets")
+
+
+SPEC = PolicySpec("wsd_es", build, WsdEsSection, "wsd_es policy settings", _sizes_key)
