@@ -102,3 +102,62 @@ def test_small_run_writes_every_section_with_measured_figures(tmp_path):
     for heading in ("## MFU", "## Step overhead", "## Switch stall", "## Compile", "## Input"):
         assert heading in table
     assert "## Memory" in proc.stdout
+
+
+def _load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"benchmarks_{name}", ROOT / "experiments" / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_benchmark_reads_b_star_lines_and_compares_the_runs():
+    bench = _load_benchmark("sweep_executor")
+    out = "report: x/report.md\nB* (): 13.2 [11.9, 15.5] = 2^3.72 sequences\nB* (lr=1e-2): 8\n"
+    assert bench.parse_b_star(out) == {
+        "": {"value": 13.2, "low": 11.9, "high": 15.5},
+        "lr=1e-2": {"value": 8.0, "low": None, "high": None},
+    }
+    runs = {"bs0008": {"steps_to_target": 40.5, "params_sha256": "ab"}}
+    seq = dict(b_star=bench.parse_b_star(out), runs=runs, wall_s=100.0)
+    par = dict(seq, wall_s=80.0)
+    verdict = bench.compare(seq, par)
+    assert verdict["same_b_star"] and verdict["same_runs"] and verdict["runs_compared"] == 1
+    assert verdict["parallel_over_sequential_wall"] == 0.8
+    other = dict(par, runs={"bs0008": {"steps_to_target": 41.0, "params_sha256": "cd"}})
+    assert bench.compare(seq, other)["differing_runs"] == ["bs0008"]
+
+
+def test_warm_restart_benchmark_groups_import_times_and_reads_whole_lines(tmp_path):
+    bench = _load_benchmark("warm_restart")
+    importtime = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:      2000 |       2000 |     jax._src.core",
+            "import time:      1000 |       3000 |   jax",
+            "import time:   3000000 |    3000000 |       tensorflow.python",
+            "import time:    500000 |    3500000 |     tensorflow",
+            "import time:      1000 |    3501000 |   clu.metric_writers",
+            "import time:       100 |    3504100 | bsjax.train.trackers",
+            "I1203 a log line",
+        ]
+    )
+    imports = bench.import_breakdown(importtime)
+    assert imports["self_s_by_group"]["tensorflow"] == 3.5
+    assert imports["self_s_by_group"]["jax"] == 0.003
+    assert imports["self_s_by_group"]["clu"] == 0.001
+    assert imports["slowest_top_level"] == [("bsjax.train.trackers", 3.5041)]
+    assert math.isclose(imports["total_self_s"], 3.5041)
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"kind": "resume", "step": 10}\n{"kind": "train", "st')
+    lines, offset = bench._new_lines(metrics, 0)
+    assert lines == [{"kind": "resume", "step": 10}]
+    with open(metrics, "a") as f:
+        f.write('ep": 11}\n')
+    assert bench._new_lines(metrics, offset)[0] == [{"kind": "train", "step": 11}]
+    argv = bench.train_argv("configs/tiny_cpu.py", tmp_path, 13, tmp_path / "xla", [])
+    assert "--config.train.max_steps=13" in argv and "--config.train.log_every=1" in argv
