@@ -10,6 +10,7 @@ from bsjax.batching import (
     BatchPolicy,
     Decision,
     OffBucketWarning,
+    PolicyContext,
     RampSchedule,
     ScheduledPolicy,
     TableSchedule,
@@ -22,7 +23,7 @@ def _drive(policy, ctx_len, num_steps, metrics_at=lambda step: {}):
     """The trainer's side of the protocol: returns [(step, tokens, Decision)] of switches."""
     batch_size, tokens, switches = policy.initial_batch_size(), 0, []
     for step in range(num_steps):
-        decision = policy.maybe_decide(step, tokens, batch_size, metrics_at(step))
+        decision = policy.maybe_decide(PolicyContext(step, tokens, batch_size, metrics_at(step)))
         if decision is not None:
             switches.append((step, tokens, decision))
             batch_size = decision.batch_size
@@ -46,8 +47,8 @@ def test_scheduled_policy_decide_keeps_size_between_switches():
     policy = ScheduledPolicy(TableSchedule.parse("0:64 2M:128"))
     assert policy.initial_batch_size() == 64
     assert policy.candidate_sizes() == [64, 128]
-    assert policy.decide(3, 1_999_999, 64, {}) is None
-    decision = policy.decide(62, 2_000_000, 64, {"loss": 3.0})
+    assert policy.decide(PolicyContext(3, 1_999_999, 64, {})) is None
+    decision = policy.decide(PolicyContext(62, 2_000_000, 64, {"loss": 3.0}))
     assert decision == Decision(128, "schedule", {"tokens": 2e6, "from_batch_size": 64.0})
     json.dumps(decision.to_dict())
 
@@ -92,11 +93,12 @@ class _DoubleWhenCBSExceeds(BatchPolicy):
             B *= 2
         return sizes
 
-    def is_decision_point(self, step, tokens):
-        return step > 0 and step % self.every == 0
+    def is_decision_point(self, ctx):
+        return ctx.step > 0 and ctx.step % self.every == 0
 
-    def decide(self, step, tokens, batch_size, metrics):
-        cbs = metrics.get("cbs")
+    def decide(self, ctx):
+        batch_size = ctx.batch_size
+        cbs = ctx.metrics.get("cbs")
         if cbs is None or cbs <= 2 * batch_size or 2 * batch_size > self.max_size:
             return None
         self.doublings += 1

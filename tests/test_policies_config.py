@@ -10,6 +10,7 @@ import pytest
 from bsjax.batching import (
     BatchConfigError,
     OffBucketWarning,
+    PolicyContext,
     ScheduledPolicy,
     default_batch_config,
     plan_from_config,
@@ -188,7 +189,7 @@ def test_a_request_without_a_bucket_is_rounded_with_a_warning_or_refused(mode):
         micro_batch_size=8,
         accum_steps=4,
     )
-    decision = plan.policy.maybe_decide(1, 0, 64, metrics)
+    decision = plan.policy.maybe_decide(PolicyContext(1, 0, 64, metrics))
     assert decision.batch_size == 192
     if mode == "round":
         message = "192 has no compiled bucket; rounded down to 128"
@@ -232,7 +233,9 @@ def _build(name):
 
 def _run(policy, start, stop, batch_size, tokens, log):
     for step in range(start, stop):
-        decision = policy.maybe_decide(step, tokens, batch_size, _metrics(step - 1) if step else {})
+        decision = policy.maybe_decide(
+            PolicyContext(step, tokens, batch_size, _metrics(step - 1) if step else {})
+        )
         if decision is not None:
             log.append((step, decision.batch_size, decision.reason))
             batch_size = decision.batch_size

@@ -6,7 +6,7 @@ The loss model and the switch-point optimiser are tested with the theory lab
 
 import pytest
 
-from bsjax.batching import BatchConfigError, default_batch_config
+from bsjax.batching import BatchConfigError, PolicyContext, default_batch_config
 from bsjax.batching.policies import fsl_policy, policy_from_config
 from bsjax.theory.fsl import FSL
 from bsjax.theory.optimal import optimal_switch, optimal_switches
@@ -19,7 +19,7 @@ def test_policy_runs_the_solution_as_a_table_with_reason_fsl():
     assert policy.schedule.segments() == [(0, 64), (round(P) * ctx, 512)]
     examples, step, batch, switches = 0, 0, policy.initial_batch_size(), []
     while examples < 10**6:
-        decision = policy.maybe_decide(step, examples * ctx, batch, {})
+        decision = policy.maybe_decide(PolicyContext(step, examples * ctx, batch, {}))
         if decision is not None:
             switches.append((examples, decision))
             batch = decision.batch_size

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from bsjax.batching import Bucket, default_batch_config
+from bsjax.batching import Bucket, PolicyContext, default_batch_config
 from bsjax.batching.policies import (
     Ladder,
     NoiseScaleEMA,
@@ -82,7 +82,9 @@ def _drive(policy, b_noise_at, num_steps, start=0, batch_size=None, switches=Non
     switches = [] if switches is None else switches
     for step in range(start, num_steps):
         decision = policy.maybe_decide(
-            step, step * 1000, batch_size, _metrics(step - 1, b_noise_at(step)) if step else {}
+            PolicyContext(
+                step, step * 1000, batch_size, _metrics(step - 1, b_noise_at(step)) if step else {}
+            )
         )
         if decision is not None:
             switches.append((step, decision))
@@ -172,8 +174,8 @@ def test_patience_needs_the_same_proposal_in_a_row_and_decrease_needs_permission
 def test_repeated_metrics_of_one_step_count_once():
     policy = NoiseScalePolicy(Ladder([64, 128]), 64, ema=0.5, warmup_steps=0)
     metrics = _metrics(7, 50.0)
-    policy.decide(8, 0, 64, metrics)
-    policy.decide(9, 0, 64, metrics)  # the trainer passed step 7's metrics again
+    policy.decide(PolicyContext(8, 0, 64, metrics))
+    policy.decide(PolicyContext(9, 0, 64, metrics))  # the trainer passed step 7's metrics again
     assert policy.ema.count == 1
 
 
@@ -181,7 +183,7 @@ def test_single_micro_step_is_skipped_with_one_warning():
     policy = NoiseScalePolicy(Ladder([64, 128]), 64, warmup_steps=0)
     with pytest.warns(NoiseScaleWarning, match="K=1 micro-step.*needs K >= 2"):
         for step in range(1, 4):
-            policy.decide(step, 0, 64, {**_metrics(step, 50.0), "accum_steps": 1})
+            policy.decide(PolicyContext(step, 0, 64, {**_metrics(step, 50.0), "accum_steps": 1}))
     assert policy.ema.count == 0 and policy.skipped_steps == 3
 
 
@@ -195,7 +197,7 @@ def test_bucket_shape_is_used_when_the_metrics_do_not_say():
     )
     metrics = _metrics(1, 80.0, M=16, K=4)
     del metrics["micro_batch_size"], metrics["accum_steps"]
-    policy.decide(2, 0, 64, metrics)
+    policy.decide(PolicyContext(2, 0, 64, metrics))
     assert policy.ema.b_simple == pytest.approx(80.0)
 
 

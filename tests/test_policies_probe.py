@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from bsjax.batching import BatchConfigError
+from bsjax.batching import BatchConfigError, PolicyContext
 from bsjax.batching.policies import (
     Ladder,
     ProbePolicy,
@@ -57,7 +57,7 @@ def _drive(policy, num_steps, start=0, batch_size=None, tokens=0, switches=None)
     batch_size = policy.initial_batch_size() if batch_size is None else batch_size
     switches = [] if switches is None else switches
     for step in range(start, num_steps):
-        decision = policy.maybe_decide(step, tokens, batch_size, {"loss": 3.0})
+        decision = policy.maybe_decide(PolicyContext(step, tokens, batch_size, {"loss": 3.0}))
         if decision is not None:
             switches.append((step, tokens, decision))
             batch_size = decision.batch_size
@@ -130,7 +130,7 @@ def test_candidate_sizes_include_the_branch_sizes():
 def test_a_decision_point_without_a_prober_is_a_clear_error():
     policy = _policy(start_tokens=0)
     with pytest.raises(ProberMissingError, match="attach_prober"):
-        policy.maybe_decide(0, 0, 64, {})
+        policy.maybe_decide(PolicyContext(0, 0, 64, {}))
 
 
 def test_a_prober_that_skips_a_factor_is_refused():
@@ -141,7 +141,7 @@ def test_a_prober_that_skips_a_factor_is_refused():
     policy = _policy(start_tokens=0)
     policy.attach_prober(Partial())
     with pytest.raises(ValueError, match=r"no loss for factors \[4\]"):
-        policy.maybe_decide(0, 0, 64, {})
+        policy.maybe_decide(PolicyContext(0, 0, 64, {}))
 
 
 @pytest.mark.parametrize(
@@ -182,6 +182,8 @@ def test_a_diverged_branch_ends_the_scan_and_the_state_stays_strict_json():
 
     policy = _policy(start_tokens=0)
     policy.attach_prober(Diverging())
-    assert policy.maybe_decide(0, 0, 64, {}) is None  # k* = 2: CBS 128 is not above 2 x 64
+    assert (
+        policy.maybe_decide(PolicyContext(0, 0, 64, {})) is None
+    )  # k* = 2: CBS 128 is not above 2 x 64
     assert policy.history[-1]["k_star"] == 2 and policy.history[-1]["losses"]["4"] is None
     json.dumps(policy.state_dict(), allow_nan=False)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bsjax.batching import BatchConfigError, default_batch_config, plan_from_config
+from bsjax.batching import BatchConfigError, PolicyContext, default_batch_config, plan_from_config
 from bsjax.batching.policies import SeesawPolicy, policy_from_config, validate_policy_config
 from bsjax.optim import LRSchedule
 
@@ -39,7 +39,7 @@ def test_switch_decisions_carry_the_lr_multiplier():
     policy = SeesawPolicy(COSINE, 64, 1024)
     batch, decisions = 64, []
     for tokens in range(0, 2_000_000, 8192):
-        decision = policy.maybe_decide(tokens // 8192, tokens, batch, {})
+        decision = policy.maybe_decide(PolicyContext(tokens // 8192, tokens, batch, {}))
         if decision is not None:
             decisions.append(decision)
             batch = decision.batch_size

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from bsjax.batching import BatchConfigError, TableSchedule, default_batch_config
+from bsjax.batching import BatchConfigError, PolicyContext, TableSchedule, default_batch_config
 from bsjax.batching.policies import (
     LossTargetPolicy,
     parse_loss_targets,
@@ -27,7 +27,7 @@ def _drive(policy, num_steps, loss_at, start=0, batch_size=None, switches=None, 
     switches = [] if switches is None else switches
     for step in range(start, num_steps):
         metrics = {"step": step - 1, key: loss_at(step - 1)} if step else {}
-        decision = policy.maybe_decide(step, step * 4096, batch_size, metrics)
+        decision = policy.maybe_decide(PolicyContext(step, step * 4096, batch_size, metrics))
         if decision is not None:
             switches.append((step, decision))
             batch_size = decision.batch_size
@@ -77,15 +77,19 @@ def test_smoothing_ignores_a_single_low_loss():
 
 def test_several_targets_crossed_at_once_jump_straight_to_the_right_size():
     policy = LossTargetPolicy(parse_loss_targets(TARGETS), loss_key="ewa_eval_loss")
-    decision = policy.decide(500, 0, 64, {"ewa_eval_loss": 3.3})
+    decision = policy.decide(PolicyContext(500, 0, 64, {"ewa_eval_loss": 3.3}))
     assert decision.batch_size == 256 and decision.measured["targets_crossed"] == 2
     assert decision.measured["next_target"] == 3.2
 
 
 def test_eval_loss_key_waits_for_an_evaluation():
     policy = LossTargetPolicy(parse_loss_targets(TARGETS), loss_key="eval_loss")
-    assert policy.decide(10, 0, 64, {"loss": 2.0}) is None  # train loss is not the key
-    assert policy.decide(11, 0, 64, {"loss": 2.0, "eval_loss": 3.9}).batch_size == 128
+    assert (
+        policy.decide(PolicyContext(10, 0, 64, {"loss": 2.0})) is None
+    )  # train loss is not the key
+    assert (
+        policy.decide(PolicyContext(11, 0, 64, {"loss": 2.0, "eval_loss": 3.9})).batch_size == 128
+    )
 
 
 def test_falling_fitted_sizes_become_a_running_maximum_with_a_warning():
@@ -112,9 +116,9 @@ def test_bad_targets_get_one_clear_message(spec, message):
 def test_token_stepped_variant_is_a_table_with_reason_wsd_es():
     policy = token_stepped_policy("0:64 2M:128 6M:256")
     assert policy.schedule == TableSchedule.parse("0:64 2M:128 6M:256")
-    d = policy.maybe_decide(100, 2_000_000, 64, {})
+    d = policy.maybe_decide(PolicyContext(100, 2_000_000, 64, {}))
     assert d.batch_size == 128 and d.reason == "wsd-es"
-    assert policy.maybe_decide(101, 2_100_000, 128, {}) is None
+    assert policy.maybe_decide(PolicyContext(101, 2_100_000, 128, {})) is None
 
 
 def test_config_builds_both_modes():

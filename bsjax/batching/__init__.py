@@ -11,6 +11,7 @@ from bsjax.batching.controller import (
     BatchPolicy,
     Decision,
     OffBucketWarning,
+    PolicyContext,
     ScheduledPolicy,
     round_to_bucket,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "Decision",
     "DoublingSchedule",
     "OffBucketWarning",
+    "PolicyContext",
     "RampSchedule",
     "Schedule",
     "ScheduledPolicy",

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bsjax.batching.buckets import Bucket
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.schedules import Schedule
 
@@ -54,6 +55,26 @@ class Decision:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class PolicyContext:
+    """What a policy sees before a step: the run's position, its size and the last metrics.
+
+    ``metrics`` is the last finished step's train line as the trainer read it
+    (``loss``, ``grad_sq``, ``micro_grad_sq``, ``micro_batch_size``,
+    ``accum_steps``, ``step``, and ``eval_loss`` / ``ewa_eval_loss`` after an
+    evaluation); empty before the first step. ``bucket`` is the compiled shape
+    of ``batch_size`` (K micro-steps of M sequences per device) when the
+    trainer knows it.
+    """
+
+    step: int
+    tokens: int
+    batch_size: int
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    examples: int | None = None
+    bucket: Bucket | None = None
+
+
 class BatchPolicy(abc.ABC):
     """Decides the global batch size during training (see the module docstring)."""
 
@@ -65,15 +86,13 @@ class BatchPolicy(abc.ABC):
     def candidate_sizes(self) -> list[int]:
         """Every size the policy may ask for, sorted, so buckets compile ahead of time."""
 
-    def is_decision_point(self, step: int, tokens: int) -> bool:
-        """Whether ``decide`` should be called before ``step`` (default: every step)."""
+    def is_decision_point(self, ctx: PolicyContext) -> bool:
+        """Whether ``decide`` should be called before ``ctx.step`` (default: every step)."""
         return True
 
     @abc.abstractmethod
-    def decide(
-        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
-    ) -> Decision | None:
-        """The size for ``step`` onwards, or None to keep ``batch_size``."""
+    def decide(self, ctx: PolicyContext) -> Decision | None:
+        """The size for ``ctx.step`` onwards, or None to keep ``ctx.batch_size``."""
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -108,14 +127,12 @@ class BatchPolicy(abc.ABC):
         """Receive the trainer's branch runner (only called when ``wants_prober``)."""
         raise TypeError(f"policy {type(self).__name__} does not use a prober")
 
-    def maybe_decide(
-        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
-    ) -> Decision | None:
+    def maybe_decide(self, ctx: PolicyContext) -> Decision | None:
         """``decide`` at decision points, None elsewhere and when the size stays."""
-        if not self.is_decision_point(step, tokens):
+        if not self.is_decision_point(ctx):
             return None
-        decision = self.decide(step, tokens, batch_size, metrics)
-        if decision is None or decision.batch_size == batch_size:
+        decision = self.decide(ctx)
+        if decision is None or decision.batch_size == ctx.batch_size:
             return None
         return decision
 
@@ -139,16 +156,16 @@ class ScheduledPolicy(BatchPolicy):
     def candidate_sizes(self) -> list[int]:
         return self.schedule.sizes()
 
-    def decide(
-        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
-    ) -> Decision | None:
-        target = self.schedule.batch_size_at(tokens)
-        if target == batch_size:
+    def decide(self, ctx: PolicyContext) -> Decision | None:
+        target = self.schedule.batch_size_at(ctx.tokens)
+        if target == ctx.batch_size:
             return None
         self.num_switches += 1
-        self.last_switch_step = step
+        self.last_switch_step = ctx.step
         return Decision(
-            target, "schedule", {"tokens": float(tokens), "from_batch_size": float(batch_size)}
+            target,
+            "schedule",
+            {"tokens": float(ctx.tokens), "from_batch_size": float(ctx.batch_size)},
         )
 
     def state_dict(self) -> dict[str, Any]:

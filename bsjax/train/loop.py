@@ -28,6 +28,7 @@ from bsjax import config as config_lib
 from bsjax import console as console_lib
 from bsjax import model as model_lib
 from bsjax import optim, storage
+from bsjax.batching import PolicyContext
 from bsjax.errors import RunFailure, describe_failure
 from bsjax.train import checkpoint as checkpoint_lib
 from bsjax.train import executables as executables_lib
@@ -628,13 +629,21 @@ class Trainer:
     def _decide(self, run: LoopState) -> bool:
         """Ask the policy for this step's size and switch to it; False if a read step diverged."""
         pos = run.pos
-        probing = self.prober is not None and self.policy.is_decision_point(pos.step, pos.tokens)
+        ctx = PolicyContext(
+            step=pos.step,
+            tokens=pos.tokens,
+            batch_size=run.batch_size,
+            metrics=run.last_metrics,
+            examples=pos.examples,
+            bucket=self.plan.bucket(run.batch_size),
+        )
+        probing = self.prober is not None and self.policy.is_decision_point(ctx)
         if probing:
             if not self._read_in_flight(run):
                 return False
             self.prober.state, self.prober.examples = run.state, pos.examples
             self.prober.tokens = pos.tokens
-        decision = self.policy.maybe_decide(pos.step, pos.tokens, run.batch_size, run.last_metrics)
+        decision = self.policy.maybe_decide(ctx)
         if self.prober is not None:
             self.prober.state = None
         if decision is None:

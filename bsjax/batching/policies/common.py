@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from bsjax.batching.controller import BatchPolicy, Decision, ScheduledPolicy
+from bsjax.batching.controller import BatchPolicy, Decision, PolicyContext, ScheduledPolicy
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.parsing import parse_count_list
 from bsjax.batching.schedules import Schedule
@@ -143,10 +143,8 @@ class TablePolicy(ScheduledPolicy, PolicyBase):
         self.reason = reason
         self.extra_measured = {k: float(v) for k, v in (measured or {}).items()}
 
-    def decide(
-        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
-    ) -> Decision | None:
-        decision = super().decide(step, tokens, batch_size, metrics)
+    def decide(self, ctx: PolicyContext) -> Decision | None:
+        decision = super().decide(ctx)
         if decision is None:
             return None
         return Decision(

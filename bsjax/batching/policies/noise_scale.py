@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bsjax.batching.buckets import bucket_for, enumerate_buckets
-from bsjax.batching.controller import Decision
+from bsjax.batching.controller import Decision, PolicyContext
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.policies.common import BuildContext, Ladder, PolicyBase, PolicySpec
 from bsjax.sections import Section, option
@@ -193,17 +193,15 @@ class NoiseScalePolicy(PolicyBase):
     def candidate_sizes(self) -> list[int]:
         return list(self.ladder.sizes)
 
-    def decide(
-        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
-    ) -> Decision | None:
-        self._ingest(metrics, batch_size)
-        if step % self.decide_every or self.ema.count < self.warmup_steps:
+    def decide(self, ctx: PolicyContext) -> Decision | None:
+        self._ingest(ctx.metrics, ctx.batch_size)
+        if ctx.step % self.decide_every or self.ema.count < self.warmup_steps:
             return None
         b_simple = self.ema.b_simple
         if not math.isfinite(b_simple):
             return None
         target = self.multiple * b_simple
-        proposal = self._proposal(batch_size, target)
+        proposal = self._proposal(ctx.batch_size, target)
         if proposal is None:
             self.pending_size, self.pending_count = None, 0
             return None
@@ -225,7 +223,7 @@ class NoiseScalePolicy(PolicyBase):
                 "g_sq_ema": self.ema.g_sq,
                 "trace_sigma_ema": self.ema.trace_sigma,
                 "estimates": float(self.ema.count),
-                "from_batch_size": float(batch_size),
+                "from_batch_size": float(ctx.batch_size),
             },
         )
 

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from bsjax.batching.controller import Decision
+from bsjax.batching.controller import Decision, PolicyContext
 from bsjax.batching.coupling import lr_scale
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.parsing import parse_count, parse_count_list
@@ -194,16 +194,14 @@ class ProbePolicy(PolicyBase):
         """LR multiplier of each branch: the run's LR rule from B to k B."""
         return [lr_scale(k * batch_size, batch_size, self.lr_rule) for k in self.factors]
 
-    def is_decision_point(self, step: int, tokens: int) -> bool:
-        return tokens >= self.next_probe_tokens
+    def is_decision_point(self, ctx: PolicyContext) -> bool:
+        return ctx.tokens >= self.next_probe_tokens
 
-    def decide(
-        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
-    ) -> Decision | None:
-        if tokens < self.next_probe_tokens:
+    def decide(self, ctx: PolicyContext) -> Decision | None:
+        if ctx.tokens < self.next_probe_tokens:
             return None
-        self.next_probe_tokens = tokens + self.every_tokens
-        doubled = self.ladder.at_least(2 * batch_size)
+        self.next_probe_tokens = ctx.tokens + self.every_tokens
+        doubled = self.ladder.at_least(2 * ctx.batch_size)
         if doubled is None:
             return None  # at the top of the ladder: a probe could change nothing
         if self.prober is None:
@@ -211,9 +209,9 @@ class ProbePolicy(PolicyBase):
                 "probe policy reached a decision point without a prober; the trainer must "
                 "call policy.attach_prober(...) after building and after resuming"
             )
-        multipliers = self.lr_multipliers(batch_size)
+        multipliers = self.lr_multipliers(ctx.batch_size)
         losses = self.prober.probe(
-            step, batch_size, list(self.factors), multipliers, self.probe_tokens
+            ctx.step, ctx.batch_size, list(self.factors), multipliers, self.probe_tokens
         )
         missing = [k for k in self.factors if k not in losses]
         if missing:
@@ -223,19 +221,19 @@ class ProbePolicy(PolicyBase):
             )
         losses = {k: float(losses[k]) for k in self.factors}
         steps = sum(
-            math.ceil(self.probe_tokens / (k * batch_size * self.ctx_len)) for k in self.factors
+            math.ceil(self.probe_tokens / (k * ctx.batch_size * self.ctx_len)) for k in self.factors
         )
         self.num_probes += 1
         self.branch_tokens += len(self.factors) * self.probe_tokens
         self.branch_steps += steps
         # A diverged branch (nan or inf) fails the comparison, so the scan stops before it.
         k_star = measured_cbs_factor(losses, self.factors, self.eps, self.eps_mode)
-        cbs = k_star * batch_size
-        switch = cbs > self.cbs_over * batch_size
+        cbs = k_star * ctx.batch_size
+        switch = cbs > self.cbs_over * ctx.batch_size
         record = {
-            "step": step,
-            "tokens": tokens,
-            "batch_size": batch_size,
+            "step": ctx.step,
+            "tokens": ctx.tokens,
+            "batch_size": ctx.batch_size,
             "k_star": k_star,
             "cbs": cbs,
             "switched": switch,
@@ -251,7 +249,7 @@ class ProbePolicy(PolicyBase):
         measured = {
             "cbs": float(cbs),
             "k_star": float(k_star),
-            "from_batch_size": float(batch_size),
+            "from_batch_size": float(ctx.batch_size),
             "probe_tokens": float(self.probe_tokens),
             "branch_tokens_total": float(self.branch_tokens),
             "branch_steps_total": float(self.branch_steps),

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
 from typing import Any, Protocol
 
-from bsjax.batching.controller import Decision
+from bsjax.batching.controller import Decision, PolicyContext
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.policies.common import (
     BuildContext,
@@ -93,14 +92,12 @@ class SeesawPolicy(TablePolicy):
             return None
         return self.peak_lr * self.lr_factor(self.halvings_before(tokens))
 
-    def decide(
-        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
-    ) -> Decision | None:
-        decision = super().decide(step, tokens, batch_size, metrics)
+    def decide(self, ctx: PolicyContext) -> Decision | None:
+        decision = super().decide(ctx)
         if decision is None:
             return None
-        doublings = round(math.log2(decision.batch_size / batch_size))
-        halvings = self.halvings_before(tokens)
+        doublings = round(math.log2(decision.batch_size / ctx.batch_size))
+        halvings = self.halvings_before(ctx.tokens)
         return Decision(
             decision.batch_size,
             self.reason,

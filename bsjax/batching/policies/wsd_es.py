@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bsjax.batching.controller import Decision
+from bsjax.batching.controller import Decision, PolicyContext
 from bsjax.batching.errors import BatchConfigError
 from bsjax.batching.parsing import parse_count, parse_pairs
 from bsjax.batching.policies.common import BuildContext, PolicyBase, PolicySpec, TablePolicy
@@ -154,10 +154,8 @@ class LossTargetPolicy(PolicyBase):
             self.running_loss = value
         return True
 
-    def decide(
-        self, step: int, tokens: int, batch_size: int, metrics: Mapping[str, float]
-    ) -> Decision | None:
-        if not self._update_running_loss(metrics) or step < self.min_steps:
+    def decide(self, ctx: PolicyContext) -> Decision | None:
+        if not self._update_running_loss(ctx.metrics) or ctx.step < self.min_steps:
             return None
         crossed = self.next_target
         targets = self.target_losses
@@ -167,14 +165,14 @@ class LossTargetPolicy(PolicyBase):
             return None
         self.next_target = crossed
         new_size = self.size_for(crossed)
-        if new_size == batch_size:
+        if new_size == ctx.batch_size:
             return None
         self.num_switches += 1
         measured = {
             "running_loss": self.running_loss,
             "crossed_target": self.target_losses[crossed - 1],
             "targets_crossed": float(crossed),
-            "from_batch_size": float(batch_size),
+            "from_batch_size": float(ctx.batch_size),
             "b_opt": float(self.fitted_sizes[min(crossed, len(self.sizes) - 1)]),
         }
         if crossed < len(self.target_losses):
