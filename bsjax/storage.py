@@ -35,9 +35,7 @@ new one), but objects cannot be appended to or renamed cheaply. Hence:
   SIGKILL loses at most the lines written since its last upload; the training
   loop flushes before each checkpoint, so every line up to the newest
   checkpoint is on the store.
-* :class:`LocalMirror` (TensorBoard events): writers that need a local folder
-  write to a staging folder whose changed files are uploaded, each as one
-  object, by :meth:`LocalMirror.sync`.
+* TensorBoard events go through :class:`AppendFile` too (``binary=True``).
 * :func:`create_exclusive` (locks): a create-if-absent that is atomic on local
   disks (``O_EXCL``), GCS (``ifGenerationMatch=0``) and S3 (``If-None-Match``).
 """
@@ -396,53 +394,3 @@ def _ends_without_newline(local: pathlib.Path) -> bool:
     with open(local, "rb") as f:
         f.seek(-1, os.SEEK_END)
         return f.read(1) != b"\n"
-
-
-# --------------------------------------------------------------- mirrors
-
-
-class LocalMirror:
-    """A local folder for writers that cannot write to object storage (TensorBoard's).
-
-    For a local ``path`` the mirror is ``path`` itself and :meth:`sync` does
-    nothing. For object storage it is a staging folder; :meth:`sync` uploads
-    each file that changed (size or modification time) since the last sync, as
-    one object under ``path`` with the same relative name. Files are never
-    downloaded: writers such as TensorBoard's start a new file on each start.
-    """
-
-    def __init__(self, path: PathLike):
-        self.path = as_path(path)
-        self.remote = is_remote(self.path)
-        if self.remote:
-            self._staging: pathlib.Path | None = _staging_dir("mirror")
-            self.local = self._staging
-        else:
-            self._staging = None
-            self.local = pathlib.Path(os.fspath(self.path))
-            self.local.mkdir(parents=True, exist_ok=True)
-        self._synced: dict[str, tuple[int, int]] = {}
-
-    def sync(self) -> int:
-        """Upload the files that changed since the last sync; returns how many."""
-        if not self.remote:
-            return 0
-        uploaded = 0
-        for file in sorted(p for p in self.local.rglob("*") if p.is_file()):
-            rel = file.relative_to(self.local).as_posix()
-            stat = file.stat()
-            mark = (stat.st_size, stat.st_mtime_ns)
-            if self._synced.get(rel) == mark:
-                continue
-            upload_file(file, self.path / rel)
-            self._synced[rel] = mark
-            uploaded += 1
-        return uploaded
-
-    def close(self) -> None:
-        """Sync, then remove the staging folder."""
-        try:
-            self.sync()
-        finally:
-            if self._staging is not None:
-                shutil.rmtree(self._staging, ignore_errors=True)

@@ -181,11 +181,6 @@ class Checkpointer:
         )
         return restored["state"], dict(restored["meta"])
 
-    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
-        """(state, meta) of ``restore_verified``, or None."""
-        restored = self.restore_verified(abstract_state)
-        return None if restored is None else (restored.state, restored.meta)
-
     def restore_verified(self, abstract_state: Any) -> Restored | None:
         """Restore the newest valid checkpoint; None when there is none at all.
 
