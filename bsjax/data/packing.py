@@ -23,6 +23,7 @@ import numpy as np
 from bsjax.data.documents import MAX_UNDECODABLE_FRACTION
 from bsjax.data.errors import DataError
 from bsjax.data.files import identity_key
+from bsjax.data.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def pack_to_file(
     """Pack `texts` into rows of `seq_len` tokens and write them atomically to `out_path` (.npy).
 
     Stops reading documents once `max_tokens` tokens (rounded down to whole
-    rows) are packed; 0 means read everything. Returns the packing stats.
+    rows) are packed; 0 means read everything. Reports progress (documents,
+    tokens, rate; an ETA under a token cap) on stderr. Returns the packing stats.
     """
     dtype = token_dtype(tokenizer.vocab_size)
     limit = (max_tokens // seq_len) * seq_len if max_tokens else None
@@ -103,6 +105,14 @@ def pack_to_file(
         pending: list[np.ndarray] = []
         pending_tokens = 0
         characters = replaced = 0
+        progress = Progress(
+            f"packing {out_path.stem.split('-')[0]}",
+            0,
+            limit or 0,
+            item="documents",
+            unit="tokens",
+        )
+        reported = 0
         with os.fdopen(scratch_fd, "wb") as raw:
             for text in texts:
                 characters += len(text)
@@ -117,12 +127,16 @@ def pack_to_file(
                 pending_tokens += ids_T.size
                 if pending_tokens >= _FLUSH_TOKENS:
                     raw.write(np.concatenate(pending).tobytes())
+                    progress.update(pending_tokens, pending_tokens, documents - reported)
                     written, pending, pending_tokens = written + pending_tokens, [], 0
+                    reported = documents
                 if limit is not None and written + pending_tokens >= limit:
                     break
             if pending:
                 raw.write(np.concatenate(pending).tobytes())
+                progress.update(pending_tokens, pending_tokens, documents - reported)
                 written += pending_tokens
+        progress.close()
         if characters and replaced > MAX_UNDECODABLE_FRACTION * characters:
             raise DataError(
                 f"the corpus is mostly not text: {replaced} of {characters} characters are "
