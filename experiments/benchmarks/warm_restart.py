@@ -13,7 +13,8 @@ line per step):
   probe       extended once more from the warm cache under ``python -X importtime``, with
               bsjax's set-up phases timed (corpus, step build, checkpoint restore, run files
               and trackers, loop start, waiting for the train step's executable): the
-              breakdown. Its own total is a little above ``warm`` (the probe's overhead).
+              breakdown. Its own total is a little above ``warm`` (the probe's overhead);
+  probe-no-tb the same probe with ``train.tensorboard=False``.
 
 "First step" is the moment the parent process, polling metrics.jsonl every 10 ms, sees the
 first ``train`` line past the checkpoint's step: that step has run and been recorded. The
@@ -229,6 +230,7 @@ def measure(
     workdir, warm_cache = base / "run", base / "xla"
     starts: list[dict[str, Any]] = []
     probe: dict[str, Any] = {}
+    probe_no_tb: dict[str, Any] = {}
     try:
         at = steps
 
@@ -263,26 +265,35 @@ def measure(
             python_flags=("-X", "importtime", *argv_probe),
             env={PROBE_ENV: str(probe_file)},
         )
-        log_text = (base / "probe.log").read_text(errors="replace")
-        probe = dict(
-            first_step_s=result["first_step_s"],
-            phases=read_probe(probe_file, result["started_at"]),
-            imports=import_breakdown(log_text),
+        probe = _probe_result(result, probe_file, base / "probe.log")
+        at += extend
+        probe_file = base / "probe-no-tb.jsonl"
+        result = go(
+            "probe-no-tb",
+            warm_cache,
+            extra=["--config.train.tensorboard=False"],
+            python_flags=("-X", "importtime", *argv_probe),
+            env={PROBE_ENV: str(probe_file)},
         )
+        probe_no_tb = _probe_result(result, probe_file, base / "probe-no-tb.log")
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
-    return dict(starts=starts, probe=probe)
+    return dict(starts=starts, probe=probe, probe_no_tb=probe_no_tb)
+
+
+def _probe_result(result: dict[str, Any], probe_file: Path, log_path: Path) -> dict[str, Any]:
+    return dict(
+        first_step_s=result["first_step_s"],
+        phases=read_probe(probe_file, result["started_at"]),
+        imports=import_breakdown(log_path.read_text(errors="replace")),
+    )
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     """The headline figures: first-step seconds of each kind of start, against the target."""
     by = {s["name"]: s for s in result["starts"]}
-    warm = [
-        s["first_step_s"]
-        for s in result["starts"]
-        if s["name"].startswith("warm") and s["name"] != "warm-no-tb"
-    ]
+    warm = [s["first_step_s"] for s in result["starts"] if re.fullmatch(r"warm\d*", s["name"])]
     out = dict(
         target_s=TARGET_S,
         new_run_cold_cache_s=by["first"]["first_step_s"],
@@ -309,7 +320,8 @@ def markdown(report: dict[str, Any]) -> str:
         "| start | cache | first step s | / target | process s | compile lines (s) | load avg |",
         "|---|---|---|---|---|---|---|",
     ]
-    caches = {"first": "empty (new run)", "cold": "empty", "warm-no-tb": "warm, tensorboard off"}
+    off = "warm, tensorboard off"
+    caches = {"first": "empty (new run)", "cold": "empty", "warm-no-tb": off, "probe-no-tb": off}
     for st in report["starts"]:
         comp = ", ".join(f"{c['executable']} {c['seconds']:.2f}" for c in st["compiles"])
         lines.append(
@@ -323,13 +335,19 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['warm_over_target']:.2f} x the {s['target_s']:.0f} s target; without TensorBoard "
         f"{s['restart_warm_no_tensorboard_s']:.2f} s ({s['warm_no_tensorboard_over_target']:.2f} x); "
         f"cold cache {s['restart_cold_cache_s']:.2f} s ({s['cold_over_warm']:.2f} x warm).",
-        "",
     ]
-    probe = report["probe"]
+    for key, title in (("probe", "TensorBoard on"), ("probe_no_tb", "TensorBoard off")):
+        lines += _probe_markdown(report.get(key), title)
+    return "\n".join(lines)
+
+
+def _probe_markdown(probe: dict[str, Any] | None, title: str) -> list[str]:
+    lines: list[str] = []
     if probe:
         lines += [
-            f"## Where the warm start goes (probe run, first step at {probe['first_step_s']:.2f} s "
-            "under -X importtime)",
+            "",
+            f"## Where the warm start goes, {title} (probe run: first step at "
+            f"{probe['first_step_s']:.2f} s under -X importtime)",
             "",
             "| phase | from s | to s | seconds |",
             "|---|---|---|---|",
@@ -352,7 +370,7 @@ def markdown(report: dict[str, Any]) -> str:
             "Slowest top-level imports (cumulative s): "
             + ", ".join(f"{n} {v:.2f}" for n, v in imp["slowest_top_level"][:8]),
         ]
-    return "\n".join(lines)
+    return lines
 
 
 def _git_commit() -> str | None:
@@ -390,7 +408,9 @@ def probe_child(argv: list[str]) -> int:
 
     start = time.time()
     from bsjax.train import executables as executables_lib
+    from bsjax.train import feed as feed_lib
     from bsjax.train import loop
+    from bsjax.train import metrics as metrics_lib
     from bsjax.train import step as step_lib
 
     record("import bsjax.train.loop (jax, flax, optax, orbax, ...)", start, time.time())
@@ -427,6 +447,30 @@ def probe_child(argv: list[str]) -> int:
         "get",
         "first step: waiting for its executable (compile or cache load, warm-up)",
     )
+    timed(feed_lib.BatchFeeder, "get", "first step: its batch read and placed")
+    original_reporter = metrics_lib.progress_reporter
+
+    def progress_reporter(*args, **kwargs):
+        t = time.time()
+        report = original_reporter(*args, **kwargs)
+        record(
+            "progress reporter made (clu's ReportProgress where a tracker is on)", t, time.time()
+        )
+        calls = [0]
+
+        def first_timed(step):
+            calls[0] += 1
+            if calls[0] > 1:
+                return report(step)
+            t = time.time()
+            try:
+                return report(step)
+            finally:
+                record("first step: progress reporter's first call", t, time.time())
+
+        return first_timed
+
+    metrics_lib.progress_reporter = progress_reporter
     timed(
         loop.Trainer,
         "_step",
@@ -449,7 +493,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config", default="configs/tiny_cpu.py", help="run config (repo-relative)")
-    p.add_argument("--steps", type=int, default=10, help="steps of the first start")
+    p.add_argument(
+        "--steps", type=int, default=20, help="steps of the first start (tiny_cpu: its warm-up)"
+    )
     p.add_argument("--extend", type=int, default=3, help="steps each restart adds")
     p.add_argument("--repeats", type=int, default=3, help="warm restarts (the median is reported)")
     p.add_argument("--out", help="write the figures as JSON here (and a .md beside it)")
