@@ -142,6 +142,31 @@ def empirical_b_opt(points: dict[int, tuple[float, float]]) -> float:
     return float(math.exp(-c1 / (2 * c2))) if c2 > 0 else float(sizes[i])
 
 
+def batch_at_twice_min_examples(points: dict[int, tuple[float, float]]) -> float:
+    """The batch size whose examples are twice the fewest (interpolated in log B, log E).
+
+    McCandlish et al.'s ``E / E_min = 1 + B / B_noise`` puts ``E = 2 E_min`` at ``B = B_noise``
+    (docs/science.md section 2): a model-free measure of where batches stop being cheap in
+    examples. nan when no measured batch size reaches twice the fewest examples.
+    """
+    sizes = sorted(points)
+    if not sizes:
+        return math.nan
+    e_min = min(points[b][1] for b in sizes)
+    b_fewest = min(sizes, key=lambda b: points[b][1])
+    prev = None
+    for b in sizes:
+        if b < b_fewest:
+            continue
+        ratio = points[b][1] / e_min
+        if ratio >= 2.0 and prev is not None:
+            (b0, r0) = prev
+            w = math.log(2.0 / r0) / math.log(ratio / r0)
+            return math.exp(math.log(b0) + w * (math.log(b) - math.log(b0)))
+        prev = (b, ratio)
+    return math.nan
+
+
 def fit_target(points: dict[int, tuple[float, float]], target: float) -> dict:
     """The WSD fit of one target with its well-posedness checks (leave-one-out B_opt spread)."""
     from bsjax.cbs.fits import CbsFitWarning, CurveFitError
@@ -155,6 +180,7 @@ def fit_target(points: dict[int, tuple[float, float]], target: float) -> dict:
         steps=[points[b][0] for b in sizes],
         examples=[points[b][1] for b in sizes],
         empirical_b_opt=empirical_b_opt(points),
+        batch_at_2x_examples=batch_at_twice_min_examples(points),
         b_opt=math.nan,
         b_min=math.nan,
         loo_b_opt=[],
@@ -240,6 +266,12 @@ def plot(results: list[dict], path: Path) -> None:
         "o-",
         label="B_opt, fewest tokens (model-free)",
     )
+    ax.plot(
+        targets,
+        [r["batch_at_2x_examples"] for r in results],
+        "D-",
+        label="B at 2x the fewest tokens (model-free)",
+    )
     ax.plot(targets, [r["b_opt"] for r in results], "s--", label="B_opt, WSD fit")
     ax.plot(targets, [r["b_min"] for r in results], "^:", label="B_min, WSD fit")
     for r in results:
@@ -247,8 +279,9 @@ def plot(results: list[dict], path: Path) -> None:
         if loo:
             ax.vlines(r["target"], min(loo), max(loo), color="gray", lw=3, alpha=0.4)
     ax.set(xlabel="target EWA eval loss", ylabel="batch size (sequences)", yscale="log")
+    ax.set_ylim(0.3, 300)  # ill-posed fits land far outside (the table has their values)
     ax.invert_xaxis()
-    ax.set_title("against the target (gray: leave-one-out range of the fitted B_opt)")
+    ax.set_title("against the target (gray: leave-one-out fitted B_opt; axis clipped)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -262,11 +295,22 @@ def trend(results: list[dict], key: str) -> str:
         return "not measurable"
     vals.sort(reverse=True)  # from the highest target (reached first) to the lowest
     seq = [v for _, v in vals]
-    if all(b >= a for a, b in zip(seq, seq[1:])) and seq[-1] > seq[0]:
-        return "rises as the target falls"
-    if all(b <= a for a, b in zip(seq, seq[1:])):
-        return "does not rise"
-    return "not monotone"
+    span = f" ({seq[0]:.3g} at {vals[0][0]:g} -> {seq[-1]:.3g} at {vals[-1][0]:g})"
+    rises = sum(b > a for a, b in zip(seq, seq[1:]))
+    if rises == len(seq) - 1:
+        return "rises as the target falls" + span
+    if rises == 0:
+        return "does not rise" + span
+    return f"not monotone: rises in {rises} of {len(seq) - 1} steps down the targets" + span
+
+
+def runs_wall_minutes(args) -> float:
+    """Sum of the training runs' wall times, from their summary.json."""
+    total = 0.0
+    for batch_size in MODES[args.mode]["batch_sizes"]:
+        summary = runs_lib.read_summary(args.workdir / f"bs{batch_size:04d}")
+        total += float(summary.get("wall_s", math.nan))
+    return total / 60
 
 
 def markdown(results, args, command, minutes, run_minutes) -> str:
@@ -279,12 +323,14 @@ def markdown(results, args, command, minutes, run_minutes) -> str:
         f"{list(spec['batch_sizes'])}, each run until its EWA eval loss reaches "
         f"{min(spec['targets'])} or {spec['max_tokens']:,} tokens. Crossings interpolated in "
         "log-steps (`target_crossing`); E in sequences (x64 for tokens).",
-        f"Command `{command}`; {run_minutes:.1f} min of training in this call (runs already in "
-        f"the work folder are reused), {minutes:.1f} min in all.",
+        f"Command `{command}`; the runs' own wall time (their summary.json, on 2 shared CPU "
+        f"cores): {runs_wall_minutes(args):.1f} min; this call {minutes:.1f} min, of which "
+        f"{run_minutes:.1f} training (finished runs in the work folder are reused).",
         "",
-        "| target | batch sizes reaching it | B_opt (fewest examples, model-free) | B_opt (WSD fit) | "
-        "leave-one-out B_opt range | B_min (WSD fit) | fit warnings |",
-        "|---|---|---|---|---|---|---|",
+        "| target | batch sizes reaching it | B_opt (fewest examples, model-free) | "
+        "B at 2x the fewest examples | B_opt (WSD fit) | leave-one-out B_opt range | "
+        "B_min (WSD fit) | fit warnings |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         loo = [v for v in r["loo_b_opt"] if math.isfinite(v)]
@@ -293,7 +339,8 @@ def markdown(results, args, command, minutes, run_minutes) -> str:
         fit_min = f"{r['b_min']:.3g}" if math.isfinite(r["b_min"]) else "–"
         notes = "; ".join(w.split(": ", 1)[-1] for w in r["warnings"]) or "none"
         lines.append(
-            f"| {r['target']:g} | {r['n_points']} | {r['empirical_b_opt']:.3g} | {fit_opt} | "
+            f"| {r['target']:g} | {r['n_points']} | {r['empirical_b_opt']:.3g} | "
+            f"{r['batch_at_2x_examples']:.3g} | {fit_opt} | "
             f"{loo_text} | {fit_min} | {notes} |"
         )
     lines += [
@@ -314,7 +361,8 @@ def markdown(results, args, command, minutes, run_minutes) -> str:
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"- Model-free B_opt {trend(results, 'empirical_b_opt')}; fitted B_opt "
+        f"- Model-free B_opt {trend(results, 'empirical_b_opt')}; B at 2x the fewest examples "
+        f"{trend(results, 'batch_at_2x_examples')}; fitted B_opt "
         f"{trend(results, 'b_opt')}; fitted B_min {trend(results, 'b_min')}.",
         "- Paper (Zhou et al., secondary reading): both B_opt and B_min grow as the target loss falls.",
     ]
