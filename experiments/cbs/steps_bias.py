@@ -43,8 +43,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo.py"
 
-# Power law L_inf + A s^-alpha fitted (scipy curve_fit) to the EWA eval loss of each demo run
-# (runs/demo, evaluations after 20% of the run): inputs of the simulation, not results.
+# Power law L_inf + A s^-alpha fitted to the EWA eval loss of each demo run (evaluations after
+# 20% of the run): inputs of the simulation, not results. Refit them from a demo sweep folder
+# (`bsjax sweep --config=configs/demo.py --workdir=runs/demo`) with `--fit-shapes runs/demo`.
 DEMO_SHAPES = {
     2: (1.8313, 150.78, 0.8186),
     4: (1.5743, 57.327, 0.6633),
@@ -73,6 +74,32 @@ def demo_grids() -> dict[int, tuple[int, int, list[int]]]:
         steps = eval_steps(point.expected_steps, every=every, max_steps=point.max_steps)
         out[point.batch_size] = (point.expected_steps, point.max_steps, steps)
     return out
+
+
+def fit_shapes(sweep_dir: Path) -> dict[int, tuple[float, float, float]]:
+    """``{batch_size: (L_inf, A, alpha)}`` fitted to each run's EWA eval loss in a demo sweep folder."""
+    from scipy.optimize import curve_fit
+
+    shapes = {}
+    for run_dir in sorted(Path(sweep_dir).glob("bs*")):
+        records = []
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            if rec.get("kind") == "eval":
+                records.append(rec)
+        steps = np.array([r["step"] for r in records], float)
+        losses = np.array([r["ewa_eval_loss"] for r in records], float)
+        keep = steps >= 0.2 * steps[-1]
+        params, _ = curve_fit(
+            lambda s, l_inf, amp, alpha: l_inf + amp * s**-alpha,
+            steps[keep],
+            losses[keep],
+            p0=[1.5, 5.0, 0.5],
+            maxfev=20000,
+        )
+        batch_size = json.loads((run_dir / "summary.json").read_text())["batch_size"]
+        shapes[int(batch_size)] = tuple(float(v) for v in params)
+    return shapes
 
 
 def true_crossing(shape: tuple[float, float, float], target: float) -> float:
@@ -209,6 +236,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--small", action="store_true", help="100 replicates: checks the pipeline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument(
+        "--fit-shapes",
+        type=Path,
+        default=None,
+        metavar="SWEEP_DIR",
+        help="print the power-law shapes fitted to a demo sweep folder and exit",
+    )
     args = p.parse_args(argv)
     if args.replicates is None:
         args.replicates = 100 if args.small else 4000
@@ -218,6 +252,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> list[dict]:
     """Simulate, print the table, write steps_bias{_small}.md and .json."""
     args = parse_args(argv)
+    if args.fit_shapes is not None:
+        for batch_size, shape in fit_shapes(args.fit_shapes).items():
+            print(f"{batch_size}: ({shape[0]:.4f}, {shape[1]:.5g}, {shape[2]:.4f}),")
+        return []
     start = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     grids = demo_grids()
