@@ -210,14 +210,14 @@ def _end_screen(summary: dict) -> list[str]:
 
 class _DropChatter(logging.Filter):
     """Drop INFO lines of libraries (orbax narrates every checkpoint); keep bsjax's own
-    and clu's progress reports, and every warning. orbax's errors are dropped too (without
+    and every warning. orbax's errors are dropped too (without
     --debug): each is also raised, and the run reports it once with its reason."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         path = record.pathname
         if record.levelno >= logging.ERROR and _from_orbax(record):
             return "--debug" in sys.argv
-        return record.levelno >= logging.WARNING or "site-packages" not in path or "/clu/" in path
+        return record.levelno >= logging.WARNING or "site-packages" not in path
 
 
 def _from_orbax(record: logging.LogRecord) -> bool:

@@ -591,6 +591,9 @@ class Trainer:
             else None
         )
         self.feeder = feed_lib.BatchFeeder(self.corpus.train.read, self.seq_len, self.mesh, id_log)
+        # The first batch (and its epoch's shuffled order) is built while the executables load.
+        first = self.plan.bucket(run.batch_size)
+        self.feeder.prefetch(run.pos.examples, first.K, first.M)
         self._eval_exe, self._eval_data = self._eval_batches()
         self.prober = None
         if self.policy.wants_prober:
@@ -608,9 +611,6 @@ class Trainer:
         if self.console is not None:
             self._bar = self.console.progress("train", total=t.max_steps or None, unit="steps")
             self._bar.update(run.pos.step)
-        self._report = metrics_lib.progress_reporter(
-            t.max_steps or None, self.metrics.writer(), t.log_every
-        )
 
     def _eval_loss(self, params) -> float:
         return float(self._eval_exe(params, self._eval_data))
@@ -695,7 +695,6 @@ class Trainer:
         if upcoming in self.plan.buckets:
             nb = self.plan.bucket(upcoming)
             self.feeder.prefetch(next_pos.examples, nb.K, nb.M)
-        self._report(next_pos.step)
         self._drain_compiles(next_pos)
 
     def _maybe_eval_and_save(self, run: LoopState) -> None:

@@ -1,4 +1,4 @@
-"""A run's records: metrics.jsonl, TensorBoard through clu, summary.json.
+"""A run's records: metrics.jsonl, the trackers (TensorBoard, W&B), summary.json.
 
 Every metrics.jsonl line has ``kind`` (train | eval | switch | compile | event |
 resume), ``step``, ``examples`` and ``tokens`` (docs/architecture.md contract). Only
@@ -88,10 +88,6 @@ class MetricsLog:
             }
             self._writer.write_scalars(int(step), scalars)
 
-    def writer(self):
-        """The trackers' writer (clu's MetricWriter methods, for its periodic actions), or None."""
-        return self._writer
-
     def flush(self) -> None:
         """Make every line and scalar written so far durable (uploaded, on object storage)."""
         if self._writer is not None:
@@ -175,22 +171,6 @@ def read_run_metrics(
     if isinstance(kinds, str):
         kinds = (kinds,)
     return [l for l in live_history(lines) if kinds is None or l.get("kind") in kinds]
-
-
-def progress_reporter(num_train_steps: int | None, writer, every_steps: int):
-    """clu's ReportProgress (steps/s and ETA into the trackers) when there is a tracker;
-    else nothing: the console's progress bar shows the same. clu's periodic actions import
-    TensorFlow where it is installed (seconds per process), so a run without trackers skips
-    them."""
-    if writer is None:
-        return lambda step: None
-    try:
-        from clu import periodic_actions
-    except ImportError:
-        return lambda step: None
-    return periodic_actions.ReportProgress(
-        num_train_steps=num_train_steps, writer=writer, every_steps=every_steps
-    )
 
 
 class Stopwatch:

@@ -9,7 +9,7 @@ line per step):
               compilation cache: everything compiled again;
   warm        extended again, with the cache the first start filled (``--repeats`` times);
   warm-no-tb  extended again from the warm cache with ``train.tensorboard=False`` (no
-              tracker: nothing imports clu's periodic actions, hence no TensorFlow);
+              tracker);
   probe       extended once more from the warm cache under ``python -X importtime``, with
               bsjax's set-up phases timed (corpus, step build, checkpoint restore, run files
               and trackers, loop start, waiting for the train step's executable): the
@@ -410,7 +410,6 @@ def probe_child(argv: list[str]) -> int:
     from bsjax.train import executables as executables_lib
     from bsjax.train import feed as feed_lib
     from bsjax.train import loop
-    from bsjax.train import metrics as metrics_lib
     from bsjax.train import step as step_lib
 
     record("import bsjax.train.loop (jax, flax, optax, orbax, ...)", start, time.time())
@@ -441,36 +440,17 @@ def probe_child(argv: list[str]) -> int:
     timed(loop.Trainer, "_take_lock", "run lock")
     timed(loop.Trainer, "_open_checkpoints", "checkpoint restore and digest check (orbax)")
     timed(loop.Trainer, "_write_start", "run files, metrics log and trackers")
-    timed(loop.Trainer, "_start", "loop start: compiles queued, eval compiled, feeder, reporter")
+    timed(
+        loop.Trainer,
+        "_start",
+        "loop start: compiles queued, eval compiled, feeder, first batch queued",
+    )
     timed(
         executables_lib.Executables,
         "get",
         "first step: waiting for its executable (compile or cache load, warm-up)",
     )
     timed(feed_lib.BatchFeeder, "get", "first step: its batch read and placed")
-    original_reporter = metrics_lib.progress_reporter
-
-    def progress_reporter(*args, **kwargs):
-        t = time.time()
-        report = original_reporter(*args, **kwargs)
-        record(
-            "progress reporter made (clu's ReportProgress where a tracker is on)", t, time.time()
-        )
-        calls = [0]
-
-        def first_timed(step):
-            calls[0] += 1
-            if calls[0] > 1:
-                return report(step)
-            t = time.time()
-            try:
-                return report(step)
-            finally:
-                record("first step: progress reporter's first call", t, time.time())
-
-        return first_timed
-
-    metrics_lib.progress_reporter = progress_reporter
     timed(
         loop.Trainer,
         "_step",

@@ -50,7 +50,7 @@ def _print(line: str) -> None:
 @contextlib.contextmanager
 def _absl_warnings_only():
     """Keep the progress lines readable: checkpointing and step-rate INFO lines
-    (orbax, clu) go through absl's logger, several per run; WARNING and above stay."""
+    (orbax) go through absl's logger, several per run; WARNING and above stay."""
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
