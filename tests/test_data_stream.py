@@ -57,6 +57,22 @@ def test_order_is_grains_per_epoch_shuffle(stream):
     assert stream.row_indices(ids).tolist() == [reference[int(g)] for g in ids]
 
 
+def test_a_small_first_read_asks_grain_per_id_while_the_epoch_is_built():
+    n = 64 * 40
+    rows_NL = np.arange(n, dtype=np.uint16)[:, None].repeat(2, axis=1)
+    stream = ExampleStream(rows_NL, seed=5)
+    reference = grain.MapDataset.range(n).shuffle(seed=stream.grain_seed).repeat()
+    few = np.array([3, 17, 2 * n + 1])  # epochs 0 and 2, far fewer than n / 64 ids each
+    assert stream.row_indices(few).tolist() == [reference[int(g)] for g in few]
+    for epoch in (0, 2):  # both orders were being built in the background
+        np.testing.assert_array_equal(
+            stream._epoch_order(epoch), [reference[epoch * n + i] for i in range(n)]
+        )
+    assert not stream._building
+    whole = np.arange(n, 2 * n)  # a large read of an unbuilt epoch builds it at once
+    assert stream.row_indices(whole).tolist() == [reference[int(g)] for g in whole]
+
+
 def test_subset_reads_equal_rows_of_a_full_read(stream):
     """Any subset in any order equals the matching rows of one full read: exact re-sharding."""
     ids = np.arange(0, 4 * N)

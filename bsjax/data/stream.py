@@ -12,8 +12,10 @@ batch size (re-sharding) neither skips nor repeats an example.
 
 Reads are vectorised: a touched epoch's permutation is materialised once from
 grain into a small cache (for corpora up to `materialize_max` sequences), so
-`read` is an array lookup plus one memmap gather. Larger corpora ask grain per
-id. No TensorFlow here.
+`read` is an array lookup plus one memmap gather. Building it takes about a
+second per 100k sequences, so the first small reads of an epoch ask grain per
+id while a thread builds the order (the first step does not wait for it).
+Larger corpora ask grain per id. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import numpy as np
 from bsjax.data.errors import DataError
 
 _CACHED_EPOCHS = 4
+# A read of fewer than n / 64 ids of an epoch whose order is not built yet asks grain per id.
+_FEW_IDS_FRACTION = 64
 _SEED_SPREAD = 0x9E3779B1  # odd, so seed -> seed * _SEED_SPREAD mod 2**32 is one-to-one
 
 
@@ -62,6 +66,7 @@ class ExampleStream:
         )
         self._materialize_max = materialize_max
         self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._building: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def epoch_of(self, g):
@@ -72,17 +77,41 @@ class ExampleStream:
             else int(g) // self.num_sequences
         )
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        """Row index of each position of `epoch` (cached; built from grain)."""
+    def _cached_order(self, epoch: int) -> np.ndarray | None:
         with self._lock:
             order_N = self._epochs.get(epoch)
             if order_N is not None:
                 self._epochs.move_to_end(epoch)
+            return order_N
+
+    def _build_in_background(self, epoch: int) -> None:
+        """Start materialising `epoch`'s order in a thread (once per epoch)."""
+        with self._lock:
+            if epoch in self._epochs or epoch in self._building:
+                return
+            thread = threading.Thread(
+                target=self._epoch_order, args=(epoch,), name=f"epoch-order-{epoch}", daemon=True
+            )
+            self._building[epoch] = thread
+        thread.start()
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """Row index of each position of `epoch` (cached; built from grain)."""
+        order_N = self._cached_order(epoch)
+        if order_N is not None:
+            return order_N
+        with self._lock:
+            builder = self._building.get(epoch)
+        if builder is not None and builder is not threading.current_thread():
+            builder.join()
+            order_N = self._cached_order(epoch)
+            if order_N is not None:
                 return order_N
         base, n = epoch * self.num_sequences, self.num_sequences
         order_N = np.fromiter((self._order[base + i] for i in range(n)), dtype=np.int64, count=n)
         with self._lock:
             self._epochs[epoch] = order_N
+            self._building.pop(epoch, None)
             while len(self._epochs) > _CACHED_EPOCHS:
                 self._epochs.popitem(last=False)
         return order_N
@@ -100,8 +129,16 @@ class ExampleStream:
         rows_N = np.empty_like(ids_N)
         for epoch in np.unique(epochs_N):
             mask = epochs_N == epoch
-            if n <= self._materialize_max or int(epoch) in self._epochs:
-                rows_N[mask] = self._epoch_order(int(epoch))[pos_N[mask]]
+            order_N = self._cached_order(int(epoch))
+            if order_N is None and n <= self._materialize_max:
+                # A few ids (a step's batch) are asked of grain one by one while the
+                # whole epoch's order is built in the background; a large read waits for it.
+                if mask.sum() * _FEW_IDS_FRACTION < n:
+                    self._build_in_background(int(epoch))
+                else:
+                    order_N = self._epoch_order(int(epoch))
+            if order_N is not None:
+                rows_N[mask] = order_N[pos_N[mask]]
             else:
                 rows_N[mask] = [self._order[int(g)] for g in ids_N[mask]]
         return rows_N
