@@ -1,5 +1,8 @@
 """Example stream: exact epochs, per-epoch reshuffle, determinism, exact random-access reads."""
 
+import subprocess
+import sys
+
 import grain
 import numpy as np
 import pytest
@@ -71,6 +74,19 @@ def test_a_small_first_read_asks_grain_per_id_while_the_epoch_is_built():
     assert not stream._building
     whole = np.arange(n, 2 * n)  # a large read of an unbuilt epoch builds it at once
     assert stream.row_indices(whole).tolist() == [reference[int(g)] for g in whole]
+
+
+def test_a_process_that_exits_while_the_epoch_is_built_exits_cleanly():
+    """The background build must not abort the interpreter at exit (a daemon thread inside
+    grain's C++ did: "terminate called without an active exception", exit code -6)."""
+    script = (
+        "import numpy as np\n"
+        "from bsjax.data.stream import ExampleStream\n"
+        "s = ExampleStream(np.zeros((1 << 16, 2), dtype=np.uint16), seed=1)\n"
+        "s.row_indices(np.array([1, 2, 3]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-1000:]
 
 
 def test_subset_reads_equal_rows_of_a_full_read(stream):

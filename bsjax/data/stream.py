@@ -89,8 +89,10 @@ class ExampleStream:
         with self._lock:
             if epoch in self._epochs or epoch in self._building:
                 return
+            # Not a daemon: a daemon thread still inside grain's C++ when the interpreter
+            # exits (a run that stops at once, e.g. diverged) aborts the process.
             thread = threading.Thread(
-                target=self._epoch_order, args=(epoch,), name=f"epoch-order-{epoch}", daemon=True
+                target=self._epoch_order, args=(epoch,), name=f"epoch-order-{epoch}"
             )
             self._building[epoch] = thread
         thread.start()
