@@ -31,11 +31,10 @@ HIDE_TENSORFLOW_ENV = "BSJAX_BENCH_HIDE_TENSORFLOW"
 def hide_tensorflow() -> None:
     """Make ``import tensorflow`` fail in this process and in the benchmark processes it starts.
 
-    With ``train.tensorboard`` off a run needs no TensorFlow, yet importing
-    bsjax's metrics imports clu.metric_writers, which imports TensorFlow (about
-    8 s a process on 2 cores). Hidden, bsjax takes its path for hosts without
-    TensorFlow (console progress instead of clu's ReportProgress). Call it before
-    anything imports TensorFlow.
+    Training needs no TensorFlow (only ``data.source="tfds"`` does); hidden, a
+    benchmark shows that no import on the training path pulls it in and pays
+    nothing for it (about 8 s a process on 2 cores). Call it before anything
+    imports TensorFlow.
     """
     sys.modules.setdefault("tensorflow", None)
     os.environ[HIDE_TENSORFLOW_ENV] = "1"

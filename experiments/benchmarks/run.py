@@ -36,7 +36,6 @@ import math
 import os
 import re
 import shlex
-import subprocess
 import tempfile
 import time
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 import bench_common
 import jax
 import mfu
+import provenance
 import switch_stall
 
 from bsjax import model as model_lib
@@ -206,16 +206,6 @@ def device_record() -> dict[str, Any]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _log(message: str) -> None:
@@ -619,7 +609,7 @@ def main(argv: list[str] | None = None) -> dict:
         jax_version=jax.__version__,
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         command=command,
-        git_commit=_git_commit(),
+        git_commit=provenance.git_commit(),
         plan=dataclasses.asdict(plan),
         formulas=dict(flops=mfu.FLOPS_FORMULA, mfu=mfu.MFU_FORMULA),
         load_average_before=list(load_before),

@@ -32,6 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import provenance
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DEFAULT_CONFIG = "configs/demo.py"
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         command=shlex.join(["python", "experiments/benchmarks/sweep_executor.py", *sys.argv[1:]])
         if argv is None
         else shlex.join(["python", "experiments/benchmarks/sweep_executor.py", *argv]),
-        git_commit=_git_commit(),
+        git_commit=provenance.git_commit(),
         cpus=os.cpu_count(),
         config=args.config,
         overrides=overrides,
@@ -236,19 +239,6 @@ def markdown(report: dict[str, Any]) -> str:
         + (f" (differ: {', '.join(report['differing_runs'])})" if report["differing_runs"] else ""),
     ]
     return "\n".join(lines)
-
-
-def _git_commit() -> str | None:
-    """HEAD of the checkout (or $BSJAX_BENCH_GIT_COMMIT, for a copy exported from one)."""
-    if os.environ.get("BSJAX_BENCH_GIT_COMMIT"):
-        return os.environ["BSJAX_BENCH_GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
 
 
 if __name__ == "__main__":

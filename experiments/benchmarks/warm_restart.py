@@ -44,6 +44,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import provenance
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TARGET_S = 5.0
@@ -373,19 +376,6 @@ def _probe_markdown(probe: dict[str, Any] | None, title: str) -> list[str]:
     return lines
 
 
-def _git_commit() -> str | None:
-    """HEAD of the checkout (or $BSJAX_BENCH_GIT_COMMIT, for a copy exported from one)."""
-    if os.environ.get("BSJAX_BENCH_GIT_COMMIT"):
-        return os.environ["BSJAX_BENCH_GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
-
-
 # ------------------------------------------------------------------- probe child
 def probe_child(argv: list[str]) -> int:
     """``bsjax train ARGV`` with bsjax's set-up phases timed into the file of $BSJAX_BENCH_PROBE_FILE.
@@ -490,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         benchmark="warm_restart",
         date=date,
         command=shlex.join(["python", "experiments/benchmarks/warm_restart.py", *argv]),
-        git_commit=_git_commit(),
+        git_commit=provenance.git_commit(),
         cpus=os.cpu_count(),
         jax_version=jax.__version__,
         config=args.config,
