@@ -12,7 +12,7 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ class Executables:
         self._warm_lock = threading.Lock()
         self._finished: list[tuple[tuple[int, int], float]] = []
 
-    def _compile(self, K: int, M: int):
+    def _compile(self, K: int, M: int, warm: bool):
         start = time.perf_counter()
         batch = jax.ShapeDtypeStruct(
             (K, M, self._seq_len), jnp.int32, sharding=mesh_lib.batch_sharding(self._fns.mesh)
@@ -83,7 +83,7 @@ class Executables:
             self._fns.abstract_state, batch, step_lib.hparams_abstract()
         ).compile()
         seconds = time.perf_counter() - start
-        if self._warm:
+        if warm:
             self._warm_up(compiled, batch)
         with self._lock:
             self._finished.append(((K, M), seconds))
@@ -107,27 +107,35 @@ class Executables:
                 if self._unwarmed <= 0:
                     self._scratch = None
 
-    def submit(self, buckets: Iterable[tuple[int, int]]) -> None:
-        """Queue buckets for compilation, in the order given (first needed first)."""
+    def submit(self, buckets: Iterable[tuple[int, int]], warm: bool = True) -> None:
+        """Queue buckets for compilation, in the order given (first needed first).
+
+        ``warm=False`` skips the warm-up run of these buckets (for the bucket a run
+        starts with: its first real step is the warm-up, and nothing waits on it).
+        """
         for key in buckets:
             key = (int(key[0]), int(key[1]))
             if key in self._futures:
                 continue
-            if self._warm:
+            warm_it = self._warm and warm
+            if warm_it:
                 with self._lock:
                     self._unwarmed += 1
-            if self._pool is None:
-                future: concurrent.futures.Future = concurrent.futures.Future()
-                future.set_result(self._compile(*key))
-            else:
-                future = self._pool.submit(self._compile, *key)
-            self._futures[key] = future
+            self._futures[key] = self.background(self._compile, *key, warm_it)
+
+    def background(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        """``fn(*args)`` on the compile thread(s) after what is queued, or now without them."""
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(fn(*args))
+        return future
 
     def get(self, K: int, M: int) -> Any:
         """The executable of bucket (K, M), waiting for its compile if it is still running."""
         key = (int(K), int(M))
         if key not in self._futures:
-            self.submit([key])
+            self.submit([key], warm=False)  # the caller waits for it: no warm-up
         return self._futures[key].result()
 
     def drain_finished(self) -> list[tuple[tuple[int, int], float]]:

@@ -335,12 +335,10 @@ class Trainer:
                 order.append((bucket.K, bucket.M))
         return order
 
-    def _eval_batches(self):
-        placed = feed_lib.place_eval_batches(self.eval_rows_NMT, self.mesh)
+    def _compile_eval(self, placed) -> tuple[Any, float]:
         start = time.perf_counter()
         compiled = self.fns.eval_step.lower(self.fns.abstract_state["params"], placed).compile()
-        self._log_compile("eval", time.perf_counter() - start, Position())
-        return compiled, placed
+        return compiled, time.perf_counter() - start
 
     def _log_compile(self, what: str, seconds: float, pos: Position, **extra):
         self.compile_s += seconds
@@ -359,6 +357,14 @@ class Trainer:
     def _drain_compiles(self, pos: Position):
         for (K, M), seconds in self.executables.drain_finished():
             self._log_compile("train_step", seconds, pos, K=K, M=M, batch_size=K * M)
+        if self._eval_future.done():
+            self._eval_ready(pos)
+
+    def _eval_ready(self, pos: Position) -> None:
+        """Take the eval executable from its compile (waiting if needed) and log the compile."""
+        if self._eval_exe is None:
+            self._eval_exe, seconds = self._eval_future.result()
+            self._log_compile("eval", seconds, pos)
 
     def _hparams(self, batch_size: int, tokens: int) -> dict[str, float]:
         coupled = self.plan.coupling.hparams_for(batch_size)
@@ -584,7 +590,14 @@ class Trainer:
             # A warm-up thread's collectives could interleave differently on each process.
             warm=t.warm_buckets and jax.process_count() == 1,
         )
-        self.executables.submit(self._compile_order(run.batch_size))
+        # The first bucket compiles first and unwarmed (its first real step is the warm-up),
+        # then the eval step (first needed at the first evaluation), then the other buckets.
+        first_bucket, *other_buckets = self._compile_order(run.batch_size)
+        self.executables.submit([first_bucket], warm=False)
+        self._eval_data = feed_lib.place_eval_batches(self.eval_rows_NMT, self.mesh)
+        self._eval_exe = None
+        self._eval_future = self.executables.background(self._compile_eval, self._eval_data)
+        self.executables.submit(other_buckets)
         id_log = (
             str(self.workdir / f"example_ids.p{jax.process_index()}.jsonl")
             if t.log_example_ids
@@ -594,7 +607,6 @@ class Trainer:
         # The first batch (and its epoch's shuffled order) is built while the executables load.
         first = self.plan.bucket(run.batch_size)
         self.feeder.prefetch(run.pos.examples, first.K, first.M)
-        self._eval_exe, self._eval_data = self._eval_batches()
         self.prober = None
         if self.policy.wants_prober:
             from bsjax.train.probe import BranchProber
@@ -641,6 +653,7 @@ class Trainer:
         if probing:
             if not self._read_in_flight(run):
                 return False
+            self._eval_ready(pos)  # the probe's branches are scored by eval loss
             self.prober.state, self.prober.examples = run.state, pos.examples
             self.prober.tokens = pos.tokens
         decision = self.policy.maybe_decide(ctx)
@@ -790,6 +803,7 @@ class Trainer:
         """Eval loss of the raw and the EWA parameters on the fixed validation batches;
         returns the EWA loss."""
         pos = run.pos
+        self._eval_ready(pos)
         loss = self._eval_loss(run.state["params"])
         ewa_loss = self._eval_loss(run.state["ewa"])
         self.metrics.write(

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -140,5 +141,11 @@ def hparams_abstract() -> dict[str, jax.ShapeDtypeStruct]:
     return {k: jax.ShapeDtypeStruct((), jnp.float32) for k in ("lr", "b2", "ewa_tau")}
 
 
-def hparams_array(lr: float, b2: float, ewa_tau: float) -> dict[str, jax.Array]:
-    return dict(lr=jnp.float32(lr), b2=jnp.float32(b2), ewa_tau=jnp.float32(ewa_tau))
+def hparams_array(lr: float, b2: float, ewa_tau: float) -> dict[str, np.float32]:
+    """The step's hyperparameters as host float32 scalars.
+
+    The compiled step places them on its replicated sharding itself; building
+    ``jnp`` scalars here instead costs three device dispatches (about 0.4 ms on a
+    CPU host) on every step's critical path.
+    """
+    return dict(lr=np.float32(lr), b2=np.float32(b2), ewa_tau=np.float32(ewa_tau))
