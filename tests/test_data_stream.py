@@ -82,11 +82,30 @@ def test_a_process_that_exits_while_the_epoch_is_built_exits_cleanly():
     script = (
         "import numpy as np\n"
         "from bsjax.data.stream import ExampleStream\n"
-        "s = ExampleStream(np.zeros((1 << 16, 2), dtype=np.uint16), seed=1)\n"
+        # An order that takes seconds to build: the build stops when the main thread ends.
+        "s = ExampleStream(np.zeros((1 << 18, 2), dtype=np.uint16), seed=1)\n"
         "s.row_indices(np.array([1, 2, 3]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-1000:]
+
+
+def test_an_abandoned_build_caches_nothing_and_reads_stay_grains():
+    n = 3 * 8192 + 5  # several build chunks
+    stream = ExampleStream(np.zeros((n, 2), dtype=np.uint16), seed=2)
+    reference = grain.MapDataset.range(n).shuffle(seed=stream.grain_seed).repeat()
+    calls = []
+
+    def stop_after_one_chunk():
+        calls.append(1)
+        return len(calls) == 1
+
+    assert stream._build_order(0, keep_going=stop_after_one_chunk) is None
+    assert len(calls) == 2  # one chunk built, then stopped
+    stream._store_order(0, None)
+    assert stream._cached_order(0) is None and not stream._building
+    ids = np.array([0, n - 1, 5000, 9000])
+    assert stream.row_indices(ids).tolist() == [reference[int(g)] for g in ids]
 
 
 def test_subset_reads_equal_rows_of_a_full_read(stream):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import grain
 import numpy as np
@@ -31,6 +32,7 @@ from bsjax.data.errors import DataError
 _CACHED_EPOCHS = 4
 # A read of fewer than n / 64 ids of an epoch whose order is not built yet asks grain per id.
 _FEW_IDS_FRACTION = 64
+_BUILD_CHUNK = 8192  # ids per step of an epoch-order build (it can stop between steps)
 _SEED_SPREAD = 0x9E3779B1  # odd, so seed -> seed * _SEED_SPREAD mod 2**32 is one-to-one
 
 
@@ -92,7 +94,7 @@ class ExampleStream:
             # Not a daemon: a daemon thread still inside grain's C++ when the interpreter
             # exits (a run that stops at once, e.g. diverged) aborts the process.
             thread = threading.Thread(
-                target=self._epoch_order, args=(epoch,), name=f"epoch-order-{epoch}"
+                target=self._build_in_thread, args=(epoch,), name=f"epoch-order-{epoch}"
             )
             self._building[epoch] = thread
         thread.start()
@@ -109,14 +111,37 @@ class ExampleStream:
             order_N = self._cached_order(epoch)
             if order_N is not None:
                 return order_N
-        base, n = epoch * self.num_sequences, self.num_sequences
-        order_N = np.fromiter((self._order[base + i] for i in range(n)), dtype=np.int64, count=n)
-        with self._lock:
-            self._epochs[epoch] = order_N
-            self._building.pop(epoch, None)
-            while len(self._epochs) > _CACHED_EPOCHS:
-                self._epochs.popitem(last=False)
+        order_N = self._build_order(epoch, keep_going=lambda: True)
+        self._store_order(epoch, order_N)
         return order_N
+
+    def _build_in_thread(self, epoch: int) -> None:
+        # The build stops once the main thread has finished (the interpreter is exiting):
+        # a process must not wait seconds at exit for an order nobody will read.
+        order_N = self._build_order(epoch, keep_going=threading.main_thread().is_alive)
+        self._store_order(epoch, order_N)
+
+    def _build_order(self, epoch: int, keep_going: Callable[[], bool]) -> np.ndarray | None:
+        """``epoch``'s order from grain, chunk by chunk; None if ``keep_going()`` turned False."""
+        base, n = epoch * self.num_sequences, self.num_sequences
+        order_N = np.empty(n, dtype=np.int64)
+        for start in range(0, n, _BUILD_CHUNK):
+            if not keep_going():
+                return None
+            stop = min(n, start + _BUILD_CHUNK)
+            order_N[start:stop] = np.fromiter(
+                (self._order[base + i] for i in range(start, stop)), np.int64, stop - start
+            )
+        return order_N
+
+    def _store_order(self, epoch: int, order_N: np.ndarray | None) -> None:
+        """Cache a built order (None: an abandoned build, nothing cached) and end its build."""
+        with self._lock:
+            if order_N is not None:
+                self._epochs[epoch] = order_N
+                while len(self._epochs) > _CACHED_EPOCHS:
+                    self._epochs.popitem(last=False)
+            self._building.pop(epoch, None)
 
     def row_indices(self, example_ids) -> np.ndarray:
         """Row (packed-sequence) index of each global example id, int64, same shape."""
