@@ -32,7 +32,8 @@ def test_switches_logged_and_every_example_read_once(uninterrupted):
     assert [s["step"] for s in switches] == [3, 5, 7]
     for s in switches:
         assert s["reason"] == "schedule" and s["new_K"] * s["new_M"] == s["new_batch_size"]
-        assert {"stall_s", "first_step_s", "steady_step_s"} <= set(s)
+        assert {"stall_s", "first_step_s", "steady_step_s", "compile_wait_s"} <= set(s)
+        assert 0 <= s["compile_wait_s"] <= s["first_step_s"]
     compiles = {(l["K"], l["M"]) for l in th.metric_lines(workdir, "compile") if "K" in l}
     assert compiles == {(1, 16), (2, 16), (3, 16), (4, 16)}
     lrs = {l["batch_size"]: l["lr"] for l in th.metric_lines(workdir, "train") if l["step"] > 3}

@@ -138,6 +138,11 @@ class Executables:
             self.submit([key], warm=False)  # the caller waits for it: no warm-up
         return self._futures[key].result()
 
+    def is_ready(self, K: int, M: int) -> bool:
+        """Whether bucket (K, M) is compiled (and warmed, if asked), so ``get`` will not wait."""
+        future = self._futures.get((int(K), int(M)))
+        return future is not None and future.done()
+
     def drain_finished(self) -> list[tuple[tuple[int, int], float]]:
         """Buckets whose compile finished since the last call, with their seconds."""
         with self._lock:

@@ -62,6 +62,7 @@ class PendingSwitch:
     first_step: int
     first_time: float = math.nan
     later_times: list[float] = dataclasses.field(default_factory=list)
+    compile_wait_s: float = 0.0  # how long the first step waited for its bucket's compile
 
 
 @dataclasses.dataclass
@@ -434,12 +435,19 @@ class Trainer:
             steady_step_s=round(steady, 5),
             stall_s=round(pending.first_time - steady, 5),
             stall_ratio=round(pending.first_time / steady, 4) if steady else math.nan,
+            compile_wait_s=round(pending.compile_wait_s, 5),
         )
         self._show(
             f"switch at step {line['step']}: B {line['old_batch_size']} -> "
             f"{line['new_batch_size']} (K x M {line['old_K']}x{line['old_M']} -> "
             f"{line['new_K']}x{line['new_M']}), {line['reason']}, first step "
             f"{line['stall_ratio']:.2f}x a steady one"
+            + (
+                f" ({line['compile_wait_s']:.2f}s of it waiting for the bucket's compile: the "
+                "switch came before compile-ahead had finished)"
+                if line["compile_wait_s"] > 0.01
+                else ""
+            )
         )
         self.metrics.write(
             "switch", line.pop("step"), line.pop("examples"), line.pop("tokens"), **line
@@ -692,7 +700,22 @@ class Trainer:
         """Dispatch one step, read the previous one while it runs, queue the next batch."""
         pos, batch_size = run.pos, run.batch_size
         bucket = self.plan.bucket(batch_size)
-        executable = self.executables.get(bucket.K, bucket.M)
+        pending = run.pending_switch
+        if (
+            pending is not None
+            and pending.first_step == pos.step + 1
+            and not self.executables.is_ready(bucket.K, bucket.M)
+        ):
+            # The new bucket is still compiling. Read the step in flight first, so that the
+            # wait is timed as part of the first new step (the switch's stall), not the last
+            # old one; the device would be idle during the wait anyway.
+            if not self._read_in_flight(run):
+                return
+            wait_start = time.perf_counter()
+            executable = self.executables.get(bucket.K, bucket.M)
+            pending.compile_wait_s = time.perf_counter() - wait_start
+        else:
+            executable = self.executables.get(bucket.K, bucket.M)
         hp = self._hparams(batch_size, pos.tokens)
         batch_KMT = self.feeder.get(pos.step, pos.examples, bucket.K, bucket.M)
         run.state, metrics_dev = executable(run.state, batch_KMT, step_lib.hparams_array(**hp))

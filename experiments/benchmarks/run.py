@@ -413,6 +413,7 @@ def schedule_records(plan: Plan) -> list[dict]:
                     first_step_s=sw["first_s"],
                     steady_step_s=sw["steady_s"],
                     stall_ratio=sw["stall_ratio"],
+                    compile_wait_s=sw.get("compile_wait_s"),
                     run_wall_s=result["wall_s"],
                 )
             )
@@ -524,13 +525,22 @@ def markdown(report: dict) -> str:
             "",
         ]
         out += _table(
-            ["variant", "switch", "buckets (K x M)", "first s", "steady s", "ratio"],
+            [
+                "variant",
+                "switch",
+                "buckets (K x M)",
+                "first s",
+                "of it waiting for the compile s",
+                "steady s",
+                "ratio",
+            ],
             [
                 [
                     r["variant"],
                     f"{r['config']['old']} -> {r['config']['new']}",
                     "{}x{} -> {}x{}".format(*r["config"]["old_bucket"], *r["config"]["new_bucket"]),
                     r["first_step_s"],
+                    "-" if r.get("compile_wait_s") is None else r["compile_wait_s"],
                     r["steady_step_s"],
                     r["stall_ratio"],
                 ]

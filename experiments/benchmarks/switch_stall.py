@@ -77,6 +77,7 @@ def run_bsjax(args) -> dict:
             first_s=l["first_step_s"],
             steady_s=l["steady_step_s"],
             stall_ratio=l["stall_ratio"],
+            compile_wait_s=l["compile_wait_s"],
             step=l["step"],
         )
         for l in lines
